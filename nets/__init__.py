@@ -1,0 +1,1 @@
+"""nets: the learned models (torch) and the inference server. Imports ``slam`` only for geometry and readers."""
