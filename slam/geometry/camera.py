@@ -26,12 +26,17 @@ class PinholeCamera:
     dist: tuple[float, ...] = field(default=(0.0, 0.0, 0.0, 0.0, 0.0))
 
     def __post_init__(self) -> None:
-        if self.width <= 0 or self.height <= 0 or self.fx <= 0 or self.fy <= 0:
-            raise ValueError(f"invalid camera: {self}")
+        for name in ("width", "height"):
+            object.__setattr__(self, name, int(getattr(self, name)))
+        for name in ("fx", "fy", "cx", "cy"):
+            object.__setattr__(self, name, float(getattr(self, name)))
         d = tuple(float(x) for x in self.dist) + (0.0,) * max(0, 5 - len(self.dist))
         if len(d) != 5:
             raise ValueError(f"radial-tangential distortion takes at most 5 terms, got {len(self.dist)}")
         object.__setattr__(self, "dist", d)
+        values = (self.fx, self.fy, self.cx, self.cy) + d
+        if self.width <= 0 or self.height <= 0 or not (self.fx > 0 and self.fy > 0) or not np.all(np.isfinite(values)):
+            raise ValueError(f"invalid camera (sizes and focal lengths must be positive, all values finite): {self}")
 
     # ------------------------------------------------------------------ basics
     @property
@@ -207,6 +212,8 @@ class PinholeCamera:
             d = yaml.safe_load(path.read_text())
         except OSError as e:
             raise DataError(path, f"cannot read camera file: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise DataError(path, "camera file is not UTF-8 text") from None
         except yaml.YAMLError as e:
             raise DataError(path, f"not valid YAML: {e}") from None
         if not isinstance(d, dict):

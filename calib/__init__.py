@@ -1,0 +1,1 @@
+"""Camera calibration: tools and the camera files of the public datasets (``calib/cameras/*.yaml``)."""

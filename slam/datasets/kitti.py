@@ -1,0 +1,139 @@
+"""KITTI odometry reader (Geiger et al., CVPR 2012).
+
+Layout::
+
+    <root>/sequences/NN/image_0/%06d.png   left grayscale camera (rectified)
+    <root>/sequences/NN/image_1/%06d.png   right grayscale camera (optional -> stereo)
+    <root>/sequences/NN/calib.txt          "P0: 12 numbers" ... projection matrices of the rectified cameras
+    <root>/sequences/NN/times.txt          one time in seconds per frame
+    <root>/poses/NN.txt                    ground truth (optional): camera-0 pose in the frame-0 camera, 12 numbers
+
+``path`` is the sequence folder, or ``<root>`` when it holds exactly one
+sequence (or name one with ``sequence="07"``). Camera: fx, fy, cx, cy of P0,
+no distortion; stereo baseline ``-P1[0,3] / P1[0,0]`` metres (right camera at
++baseline along the left camera's x axis).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from slam.datasets import register
+from slam.datasets.base import Sequence, camera_override
+from slam.datasets.images import image_size, read_rgb
+from slam.datasets.textfiles import column_floats, read_rows
+from slam.errors import DataError
+from slam.geometry.camera import PinholeCamera
+from slam.records import Frame, StereoRig
+from slam.trajectory import read_kitti
+
+log = logging.getLogger(__name__)
+
+
+def is_kitti_sequence(path: Path) -> bool:
+    return (path / "image_0").is_dir() and (path / "calib.txt").is_file() and (path / "times.txt").is_file()
+
+
+def _intrinsics(P: np.ndarray) -> tuple[float, float, float, float]:
+    """fx, fy, cx, cy of a rectified 3x4 projection matrix."""
+    return float(P[0, 0]), float(P[1, 1]), float(P[0, 2]), float(P[1, 2])
+
+
+def read_calib(path: Path) -> dict[str, np.ndarray]:
+    """``calib.txt``: ``{"P0": 3x4, "P1": 3x4, ...}`` (any ``KEY: 12 numbers`` lines)."""
+    rows, lines = read_rows(path, 13)
+    out: dict[str, np.ndarray] = {}
+    for r, n in zip(rows, lines):
+        if not r[0].endswith(":"):
+            raise DataError(path, f"expected 'KEY: 12 numbers', found {' '.join(r)[:60]!r}", line=n)
+        out[r[0][:-1]] = column_floats(path, [r], [n], slice(1, 13)).reshape(3, 4)
+    if "P0" not in out:
+        raise DataError(path, "no P0 (left camera projection matrix)")
+    return out
+
+
+@register("kitti")
+class KittiSequence(Sequence):
+    """A KITTI odometry sequence: grayscale images delivered as RGB, optional stereo, ground truth by frame index."""
+
+    layout = "image_0/ + calib.txt + times.txt, or sequences/NN/ (KITTI odometry)"
+
+    def __init__(self, path: str | Path, sequence: str | None = None):
+        self.seq_dir = self._find_sequence(Path(path), sequence)
+        self.root = Path(path)
+        self.name = self.seq_dir.name if self.root == self.seq_dir else f"{self.root.name}_{self.seq_dir.name}"
+        times = self.seq_dir / "times.txt"
+        rows, lines = read_rows(times, 1)
+        self._check_timestamps(times, column_floats(times, rows, lines, 0), lines)
+        self._left = self._image_paths("image_0", times, lines)
+        calib = read_calib(self.seq_dir / "calib.txt")
+        P0 = calib["P0"]
+        w, h = image_size(self._left[0])
+        self.camera = camera_override(self.seq_dir, self.root) or PinholeCamera(w, h, *_intrinsics(P0))
+        self._right = None
+        if (self.seq_dir / "image_1").is_dir():
+            self._setup_stereo(calib, times, lines)
+        self._setup_groundtruth()
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        seqs = path / "sequences"
+        return is_kitti_sequence(path) or (seqs.is_dir() and any(is_kitti_sequence(p) for p in seqs.iterdir()))
+
+    # ------------------------------------------------------------------ setup
+    @staticmethod
+    def _find_sequence(path: Path, sequence: str | None) -> Path:
+        if sequence is None and is_kitti_sequence(path):
+            return path
+        seqs = path / "sequences"
+        found = sorted(p.name for p in seqs.iterdir() if is_kitti_sequence(p)) if seqs.is_dir() else []
+        listed = ", ".join(found) or "none"
+        if sequence is not None:
+            if str(sequence) not in found:
+                raise DataError(path, f"no sequence {sequence!r} under sequences/ (found: {listed})")
+            return seqs / str(sequence)
+        if len(found) != 1:
+            raise DataError(path, f"holds {len(found)} sequences ({listed}); pick one with sequence=")
+        return seqs / found[0]
+
+    def _image_paths(self, folder: str, times: Path, lines: list[int]) -> list[Path]:
+        paths = [self.seq_dir / folder / f"{i:06d}.png" for i in range(len(self))]
+        for p, n in zip(paths, lines):
+            if not p.is_file():
+                raise DataError(times, f"no image {p} for the frame of this line", line=n)
+        return paths
+
+    def _setup_stereo(self, calib: dict[str, np.ndarray], times: Path, lines: list[int]) -> None:
+        P1 = calib.get("P1")
+        if P1 is None:
+            raise DataError(self.seq_dir / "calib.txt", "image_1/ exists but there is no P1")
+        baseline = float(-P1[0, 3] / P1[0, 0])
+        T_l_r = np.eye(4)
+        T_l_r[0, 3] = baseline
+        right = PinholeCamera(self.camera.width, self.camera.height, *_intrinsics(P1))
+        self.stereo = StereoRig(right=right, T_l_r=T_l_r)
+        self._right = self._image_paths("image_1", times, lines)
+
+    def _setup_groundtruth(self) -> None:
+        seqs = self.seq_dir.parent
+        poses = seqs.parent / "poses" / f"{self.seq_dir.name}.txt"
+        if seqs.name != "sequences" or not poses.is_file():
+            return
+        traj = read_kitti(poses)  # one row per frame, by index
+        if len(traj) != len(self):
+            log.warning("%s: %d ground-truth poses for %d frames; matched by index", poses, len(traj), len(self))
+        gt = np.full((len(self), 4, 4), np.nan)
+        k = min(len(traj), len(self))
+        gt[:k] = traj.poses[:k]
+        self._gt_poses = gt
+
+    # ----------------------------------------------------------------- frames
+    def _read_frame(self, i: int) -> Frame:
+        frame = Frame(index=i, timestamp=float(self.timestamps[i]), image=read_rgb(self._left[i]),
+                      camera=self.camera, source=str(self._left[i]))
+        if self._right is not None:
+            frame.right = read_rgb(self._right[i])
+        return frame
