@@ -1,7 +1,9 @@
-"""``slam-run SEQUENCE_DIR --out OUT_DIR [--mode ...]``: replay a sequence and write the trajectory.
+"""``slam-run SEQUENCE --out OUT_DIR [--mode ...]``: replay a sequence through the SLAM system.
 
-Until the keyframe backbone lands, the tracker is :mod:`slam.baseline_vo`, and
-every output says so.
+Writes ``trajectory.txt`` (TUM, camera-to-world, every tracked frame),
+``keyframes.txt``, ``map.npz`` (the map save file) and ``summary.json``
+(frames, keyframes, map points, lost frames, per-thread timing, ATE/RPE when
+the sequence has ground truth).
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from slam.baseline_vo import NAME as TRACKER_NAME
-from slam.baseline_vo import BaselineVO
+from slam.config import SlamConfig
 from slam.errors import CorruptFrameError, DataError
+from slam.system import System
+from slam.tracking import State
 from slam.trajectory import Trajectory, write_tum
 
 log = logging.getLogger("slam.run")
@@ -31,6 +34,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("sequence", type=Path, help="sequence folder (TUM, KITTI, EuRoC, synthetic) or video file")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--mode", choices=MODES, help="sensor mode (default: the richest the sequence offers)")
+    p.add_argument("--config", type=Path, help="YAML file with features/tracking/mapping settings")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one setting, e.g. --set features.n_features=1500 (repeatable)")
+    p.add_argument("--realtime", action="store_true", help="replay at the recorded frame rate (drop nothing, wait)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -40,60 +47,97 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> dict:
     from slam.datasets import open_sequence
 
+    cfg = SlamConfig.from_yaml(args.config) if args.config else SlamConfig()
+    cfg.override(args.overrides)
     seq = open_sequence(args.sequence)
     mode = args.mode or seq.modes[0]
     if mode not in seq.modes:
         raise DataError(args.sequence, f"mode {mode!r} is not available here; this sequence offers {seq.modes}")
     if mode.endswith("-inertial"):
-        log.warning("the baseline tracker ignores the IMU in mode %s", mode)
+        log.warning("mode %s: the IMU is not fused yet (visual-inertial comes later); tracking visually", mode)
     log.info("sequence %s: %d frames, reader %s, mode %s", seq.name, len(seq), type(seq).__name__, mode)
-    log.warning("tracker: %s", TRACKER_NAME)
-    vo = BaselineVO(seq.camera, mode, seq.stereo)
+    log.info("config: %s", json.dumps(cfg.to_dict()))
+    system = System(seq.camera, mode, cfg, stereo=seq.stereo)
 
     n = len(seq) if args.max_frames is None else min(len(seq), args.max_frames)
-    stamps, poses, lost, skipped, times = [], [], [], [], []
+    skipped, track_ms = [], []
+    wall0 = time.perf_counter()
+    clock: tuple[float, float] | None = None  # (first frame timestamp, wall time then) for --realtime
     bar = tqdm(range(n), desc="slam-run", unit="frame", disable=args.no_progress, file=sys.stderr)
-    for i in bar:
-        try:
-            frame = seq[i]
-        except CorruptFrameError as e:
-            log.warning("skipping frame %d: %s", i, e)
-            skipped.append({"index": i, "reason": str(e)})
-            continue
-        if mode == "rgbd" and frame.depth is None:
-            log.warning("frame %d has no depth: tracked from the motion model only", i)
-        t0 = time.perf_counter()
-        T_w_c = vo.track(frame)
-        times.append(time.perf_counter() - t0)
-        if T_w_c is None:
-            lost.append(i)
-            T_w_c = vo.T_w_c
-        stamps.append(frame.timestamp)
-        poses.append(T_w_c)
-        bar.set_postfix(fps=f"{1.0 / max(np.mean(times[-20:]), 1e-9):.0f}", lost=len(lost))
-    if not poses:
-        raise DataError(args.sequence, "no frame could be read")
+    try:
+        for i in bar:
+            try:
+                frame = seq[i]
+            except CorruptFrameError as e:
+                log.warning("skipping frame %d: %s", i, e)
+                skipped.append({"index": i, "reason": str(e)})
+                continue
+            if args.realtime:
+                clock = _wait_for_recorded_time(frame.timestamp, clock)
+            res = system.process(frame)
+            track_ms.append(res.timings_ms["total"])
+            bar.set_postfix(fps=f"{1e3 / max(np.mean(track_ms[-30:]), 1e-9):.0f}", state=res.state.value,
+                            kf=len(system.map.keyframes), refresh=False)
+    finally:
+        system.shutdown()
+    wall = time.perf_counter() - wall0
+    if not system.records:
+        raise DataError(args.sequence, "no frame could be tracked")
+    return _write_outputs(args, seq, system, mode, n, skipped, track_ms, wall)
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    traj = Trajectory(np.array(stamps), np.stack(poses))
-    write_tum(args.out / "trajectory.txt", traj)
-    ms = np.array(times) * 1e3
+
+def _wait_for_recorded_time(t_frame: float, clock: tuple[float, float] | None) -> tuple[float, float]:
+    """Sleep until the frame's recorded time (relative to the first frame) has passed on the wall clock."""
+    if clock is None:
+        return t_frame, time.perf_counter()
+    delay = (t_frame - clock[0]) - (time.perf_counter() - clock[1])
+    if delay > 0:
+        time.sleep(delay)
+    return clock
+
+
+def _write_outputs(args, seq, system: System, mode: str, n: int, skipped: list, track_ms: list, wall: float) -> dict:
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    traj = system.trajectory()
+    write_tum(out / "trajectory.txt", traj)
+    write_tum(out / "keyframes.txt", system.keyframe_trajectory())
+    system.map.save(out / "map.npz")
+    ms = np.array(track_ms)
+    lost = system.lost_frames()
+    states = [r.state for r in system.results]
     summary = {
-        "tracker": TRACKER_NAME,
         "sequence": str(args.sequence),
         "reader": type(seq).__name__,
         "mode": mode,
         "frames": n,
-        "tracked_frames": len(poses) - len(lost),
+        "tracked_frames": len(system.records),
         "lost_frames": lost,
+        "initialising_frames": int(sum(s == State.NOT_INITIALIZED for s in states)),
         "skipped_frames": skipped,
-        "time_per_frame_ms": {"median": float(np.median(ms)), "p95": float(np.percentile(ms, 95))},
-        "fps": float(1e3 / np.mean(ms)),
-        "trajectory": "trajectory.txt",
+        "keyframes": int(sum(not k.bad for k in system.map.keyframes.values())),
+        "map_points": int(sum(not p.bad for p in system.map.points.values())),
+        "timing_ms": {
+            "tracking": _stats(ms),
+            "tracking_steps": {k: _stats(np.array([r.timings_ms.get(k, np.nan) for r in system.results]))
+                               for k in ("features", "motion", "local_map", "keyframe")},
+            "local_mapping_per_keyframe": _stats(np.array(system.mapper.timings_ms)),
+            "local_ba": _stats(np.array(system.mapper.ba_ms)),
+        },
+        "tracking_fps": float(1e3 / np.median(ms)) if len(ms) else None,
+        "wall_s": wall,
+        "outputs": ["trajectory.txt", "keyframes.txt", "map.npz", "summary.json"],
     }
     summary["evaluation"] = _evaluate(seq, traj, mode)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _stats(ms: np.ndarray) -> dict | None:
+    ms = ms[np.isfinite(ms)] if len(ms) else ms
+    if len(ms) == 0:
+        return None
+    return {"median": float(np.median(ms)), "p95": float(np.percentile(ms, 95)), "max": float(ms.max()), "n": int(len(ms))}
 
 
 def _evaluate(seq, traj: Trajectory, mode: str) -> dict | None:
@@ -101,7 +145,7 @@ def _evaluate(seq, traj: Trajectory, mode: str) -> dict | None:
     from slam.eval import evaluate
 
     gt = seq.groundtruth()
-    if gt is None or len(gt) < 3:
+    if gt is None or len(gt) < 3 or len(traj) < 3:
         return None
     align = "sim3" if mode.startswith("mono") else "se3"
     try:
@@ -110,7 +154,8 @@ def _evaluate(seq, traj: Trajectory, mode: str) -> dict | None:
         log.warning("evaluation skipped: %s", e)
         return None
     return {"align": align, "ate_rmse_m": res["ate"]["rmse"], "rpe_trans_rmse_m": res["rpe"]["trans"]["rmse"],
-            "rpe_rot_rmse_deg": res["rpe"]["rot"]["rmse"], "scale": res["aligned"]["scale"]}
+            "rpe_rot_rmse_deg": res["rpe"]["rot"]["rmse"], "scale": res["aligned"]["scale"],
+            "path_length_m": float(gt.path_length())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,10 +167,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"slam-run: error: {e}", file=sys.stderr)
         return 2
     ev = summary["evaluation"]
-    msg = f"{summary['frames']} frames, {len(summary['lost_frames'])} lost, {summary['fps']:.1f} fps"
+    msg = (f"{summary['frames']} frames, {len(summary['lost_frames'])} lost, {summary['keyframes']} keyframes, "
+           f"{summary['map_points']} points, tracking {summary['tracking_fps']:.1f} fps (median)")
     if ev:
         msg += f", ATE RMSE {ev['ate_rmse_m']:.4f} m ({ev['align']})"
-    print(f"slam-run: {msg}; wrote {args.out / 'trajectory.txt'} and summary.json")
+    print(f"slam-run: {msg}; wrote {args.out}/trajectory.txt and summary.json")
     return 0
 
 

@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Accuracy and speed of the SLAM backbone on the shared clips and on synthetic sequences.
+
+    python benchmarks/backbone.py [--synth-dir /tmp/slam_bench] [--only NAME ...]
+
+Runs ``slam-run`` on each case, scores it with ``slam.eval`` and writes
+benchmarks/results/backbone.json and backbone.md (ATE, RPE, lost frames,
+tracking time per frame: median and 95th percentile, local BA time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+from slam.cli.run import main as slam_run
+from slam.datasets import data_root
+from slam.synth import generate, preset
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def cases(synth_dir: Path) -> list[tuple[str, Path, str]]:
+    shared = data_root()
+    return [
+        ("tum_fr1_desk_9 (rgbd)", shared / "tum_rgbd_fr1_desk_9frames", "rgbd"),
+        ("kitti07_160 (mono)", shared / "kitti_odometry_seq07_first160", "mono"),
+        ("synth_demo_300 (rgbd)", synth_dir / "demo", "rgbd"),
+        ("synth_demo_300 (stereo)", synth_dir / "demo", "stereo"),
+        ("synth_demo_300 (mono)", synth_dir / "demo", "mono"),
+    ]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--synth-dir", type=Path, default=Path(os.environ.get("SLAM_BENCH_DATA", "/tmp/slam_bench")))
+    p.add_argument("--only", nargs="*", help="substrings of case names to run")
+    args = p.parse_args()
+    if not (args.synth_dir / "demo" / "synth.json").is_file():
+        generate(preset("demo"), args.synth_dir / "demo", progress=False)
+    rows = []
+    for name, path, mode in cases(args.synth_dir):
+        if args.only and not any(o in name for o in args.only):
+            continue
+        out = args.synth_dir / "runs" / name.replace(" ", "_").replace("(", "").replace(")", "")
+        t0 = time.perf_counter()
+        rc = slam_run([str(path), "--out", str(out), "--mode", mode, "--no-progress", "--log-level", "WARNING"])
+        wall = time.perf_counter() - t0
+        s = json.loads((out / "summary.json").read_text()) if rc == 0 else {}
+        ev = s.get("evaluation") or {}
+        t = s.get("timing_ms", {})
+        rows.append({
+            "case": name, "frames": s.get("frames"), "tracked": s.get("tracked_frames"),
+            "lost": len(s.get("lost_frames", [])), "keyframes": s.get("keyframes"), "points": s.get("map_points"),
+            "ate_rmse_m": ev.get("ate_rmse_m"), "align": ev.get("align"), "path_m": ev.get("path_length_m"),
+            "rpe_trans_rmse_m": ev.get("rpe_trans_rmse_m"), "rpe_rot_rmse_deg": ev.get("rpe_rot_rmse_deg"),
+            "tracking_ms_median": (t.get("tracking") or {}).get("median"),
+            "tracking_ms_p95": (t.get("tracking") or {}).get("p95"),
+            "local_ba_ms_median": (t.get("local_ba") or {}).get("median"),
+            "steps_ms_median": {k: (v or {}).get("median") for k, v in (t.get("tracking_steps") or {}).items()},
+            "wall_s": round(wall, 1),
+        })
+        print(json.dumps(rows[-1]))
+    RESULTS.mkdir(exist_ok=True)
+    meta = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+            "command": "python benchmarks/backbone.py", "date": time.strftime("%Y-%m-%d")}
+    (RESULTS / "backbone.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
+    lines = ["| case | frames | tracked | lost | KFs | ATE RMSE (m) | path (m) | tracking ms median / p95 | local BA ms |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        f = lambda x, d=4: "-" if x is None else (f"{x:.{d}f}" if isinstance(x, float) else str(x))
+        lines.append(f"| {r['case']} | {r['frames']} | {r['tracked']} | {r['lost']} | {r['keyframes']} | "
+                     f"{f(r['ate_rmse_m'])} ({r['align']}) | {f(r['path_m'], 1)} | "
+                     f"{f(r['tracking_ms_median'], 1)} / {f(r['tracking_ms_p95'], 1)} | {f(r['local_ba_ms_median'], 0)} |")
+    (RESULTS / "backbone.md").write_text(
+        f"# Backbone benchmark ({meta['date']}, {meta['machine']['cpus']} CPUs)\n\n`{meta['command']}`\n\n"
+        + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Configuration of the SLAM system: one small dataclass per component, loadable from YAML.
+
+``SlamConfig.from_yaml(path)`` reads a file such as::
+
+    features: {n_features: 1200}
+    tracking: {kf_max_frames: 20}
+
+and ``SlamConfig.override(["tracking.kf_max_frames=10", ...])`` applies
+command-line overrides. Unknown keys are errors, so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from slam.errors import DataError
+from slam.features import FeatureConfig
+
+
+@dataclass
+class TrackingConfig:
+    min_init_features: int = 500  # stereo/RGB-D: keypoints with depth needed to start a map
+    close_depth_factor: float = 40.0  # "close" points: depth < factor * baseline (ORB-SLAM's ThDepth)
+    velocity_gain: float = 0.0  # motion prediction: 1 = constant velocity (unstable here, see Tracker._velocity), 0 = last pose
+    motion_radius_px: float = 15.0  # search window of the motion-model projection (x scale factor)
+    motion_max_hamming: int = 100  # descriptor distance accepted when matching the last frame
+    local_radius_px: float = 3.0  # search window when projecting the local map
+    min_matches_motion: int = 20  # below this the motion-model search is retried wider
+    min_inliers: int = 30  # inliers after the local-map optimisation to count as tracked
+    max_local_keyframes: int = 40  # covisible keyframes whose points form the local map
+    kf_max_frames: int = 30  # a keyframe at least every this many frames (about 1 s)
+    kf_min_frames: int = 0  # ... and never more often than this
+    kf_tracked_ratio: float = 0.75  # insert when tracked points fall below this share of the reference KF's
+    kf_tracked_ratio_mono: float = 0.9
+    new_points_min: int = 100  # stereo/RGB-D keyframes add at least this many close points from depth
+    depth_noise_k: float = 0.003  # RGB-D depth noise sigma = k * z^2 metres (Kinect v1 ~0.0016); weights the depth term
+    lost_frames_reset: int = 5  # after this many lost frames a new map is started (stereo/RGB-D)
+    mono_init_min_matches: int = 100
+    mono_init_min_parallax_deg: float = 1.0
+    mono_init_min_points: int = 50
+
+
+@dataclass
+class MappingConfig:
+    covisible_triangulation: int = 10  # neighbours used to triangulate new points (20 for mono)
+    local_ba_covisible: int = 8  # keyframes optimised by local BA besides the new one (bounded window)
+    local_ba_fixed_max: int = 10  # fixed border keyframes in local BA
+    local_ba_iterations: tuple[int, int] = (5, 10)
+    cull_found_ratio: float = 0.25  # recent points found in fewer of the frames they should be seen in are culled
+    cull_redundant_ratio: float = 0.9  # a keyframe whose points are this redundant is culled
+    max_queue: int = 3  # tracking waits to insert keyframes (never blocks) when the queue is this long
+
+
+@dataclass
+class SlamConfig:
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    mapping: MappingConfig = field(default_factory=MappingConfig)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str | Path | None = None) -> "SlamConfig":
+        cfg = cls()
+        for section, values in (d or {}).items():
+            if not hasattr(cfg, section) or not isinstance(values, dict):
+                raise DataError(source, f"unknown config section {section!r} (have: features, tracking, mapping)")
+            sub = getattr(cfg, section)
+            for key, value in values.items():
+                _set(sub, key, value, source)
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "SlamConfig":
+        try:
+            d = yaml.safe_load(Path(path).read_text())
+        except OSError as e:
+            raise DataError(path, f"cannot read config: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            raise DataError(path, f"not valid YAML: {e}") from None
+        return cls.from_dict(d, source=path)
+
+    def override(self, assignments: list[str]) -> "SlamConfig":
+        """Apply ``section.key=value`` strings (values parsed as YAML scalars)."""
+        for a in assignments:
+            if "=" not in a or "." not in a.split("=", 1)[0]:
+                raise DataError(None, f"override {a!r} is not of the form section.key=value")
+            path, value = a.split("=", 1)
+            section, key = path.split(".", 1)
+            if not hasattr(self, section):
+                raise DataError(None, f"unknown config section {section!r} in {a!r}")
+            _set(getattr(self, section), key, yaml.safe_load(value), None)
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _set(obj: object, key: str, value: object, source: str | Path | None) -> None:
+    names = {f.name: f for f in dataclasses.fields(obj)}
+    if key not in names:
+        raise DataError(source, f"unknown setting {type(obj).__name__}.{key}")
+    current = getattr(obj, key)
+    if isinstance(current, tuple):
+        value = tuple(value)
+    elif isinstance(current, bool):
+        value = bool(value)
+    elif isinstance(current, (int, float)) and not isinstance(value, (int, float)):
+        raise DataError(source, f"{type(obj).__name__}.{key} must be a number, got {value!r}")
+    elif isinstance(current, float):
+        value = float(value)
+    setattr(obj, key, value)

@@ -1,0 +1,544 @@
+"""ORB features of one image, spread over the image by a grid, with optional depth per keypoint.
+
+Pixel coordinates ``uv`` are as detected (distorted image); ``uv_und`` are the
+same points in the ideal pinhole camera with the same K (what the geometry
+uses). ``u_right`` follows ORB-SLAM2: the x coordinate of the keypoint in a
+(virtual, for RGB-D) rectified right image, ``u - bf / depth``; -1 where unknown.
+
+Extraction (:class:`FeatureExtractor`) runs ``cv2.ORB`` once on an image pyramid
+for about twice the keypoints wanted, then keeps the wanted number per level,
+spread over a grid of cells (best FAST score of each cell first), as ORB-SLAM's
+distribution does. Cells of the image left without any corner get a second,
+pass at a lower FAST threshold on the finest level. Area queries (:meth:`Features.in_area`,
+:meth:`Features.in_areas`) use a grid of horizontal bands sorted by ``u``.
+Stereo matching and depth from an RGB-D depth map fill ``depth`` and ``u_right``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from slam.geometry.camera import PinholeCamera
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Features:
+    uv: np.ndarray  # (N, 2) float64, distorted pixels
+    uv_und: np.ndarray  # (N, 2) float64, undistorted pixels
+    octave: np.ndarray  # (N,) int32 pyramid level
+    angle: np.ndarray  # (N,) float32 degrees (ORB orientation)
+    desc: np.ndarray  # (N, 32) uint8 ORB descriptors
+    depth: np.ndarray = field(default=None)  # (N,) float64 metres, 0 = unknown
+    u_right: np.ndarray = field(default=None)  # (N,) float64, -1 = unknown
+    response: np.ndarray = field(default=None)  # (N,) float32 FAST score (0 where unknown)
+    _grid: _BandGrid | None = field(default=None, repr=False, compare=False)  # built by build_grid
+
+    def __post_init__(self) -> None:
+        n = len(self.uv)
+        if self.depth is None:
+            self.depth = np.zeros(n)
+        if self.u_right is None:
+            self.u_right = np.full(n, -1.0)
+        if self.response is None:
+            self.response = np.zeros(n, np.float32)
+
+    def __len__(self) -> int:
+        return int(self.uv.shape[0])
+
+    @classmethod
+    def empty(cls) -> Features:
+        return cls(np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0, np.int32), np.zeros(0, np.float32),
+                   np.zeros((0, 32), np.uint8))
+
+    def subset(self, idx: np.ndarray) -> Features:
+        """The features ``idx`` (indices or mask) as a new :class:`Features` (no grid)."""
+        return Features(self.uv[idx], self.uv_und[idx], self.octave[idx], self.angle[idx], self.desc[idx],
+                        self.depth[idx], self.u_right[idx], self.response[idx])
+
+    # ------------------------------------------------------------ area search
+    def build_grid(self, width: int, height: int, band_px: float = 8.0) -> None:
+        """Index ``uv_und`` for area queries in an image of ``width`` x ``height`` pixels."""
+        self._grid = _BandGrid(self.uv_und, width, height, band_px)
+
+    def _ensure_grid(self) -> _BandGrid:
+        if self._grid is None or self._grid.n != len(self):
+            # no size given: cover the keypoints themselves
+            hi = np.ceil(self.uv_und.max(axis=0)) + 1 if len(self) else np.ones(2)
+            self.build_grid(int(max(hi[0], 1)), int(max(hi[1], 1)))
+        return self._grid
+
+    def in_area(self, u: float, v: float, r: float, min_level: int = -1, max_level: int = -1) -> np.ndarray:
+        """Indices (ascending) of keypoints with ``|u_und - u| < r`` and ``|v_und - v| < r``.
+
+        ``min_level`` / ``max_level`` restrict the octave when >= 0 (as ORB-SLAM's GetFeaturesInArea).
+        """
+        _, k = self.in_areas(np.array([u], float), np.array([v], float), np.array([r], float), min_level, max_level)
+        return np.sort(k)
+
+    def in_areas(self, u: np.ndarray, v: np.ndarray, r: np.ndarray | float,
+                 min_level: np.ndarray | int = -1, max_level: np.ndarray | int = -1) -> tuple[np.ndarray, np.ndarray]:
+        """Batch :meth:`in_area`: all pairs ``(query index, keypoint index)``, grouped by query.
+
+        ``r``, ``min_level`` and ``max_level`` are scalars or per-query arrays (levels < 0: no bound).
+        """
+        grid = self._ensure_grid()
+        u = np.asarray(u, np.float64).ravel()
+        v = np.asarray(v, np.float64).ravel()
+        r = np.broadcast_to(np.asarray(r, np.float64), u.shape)
+        q, k = grid.query(u - r, u + r, v - r, v + r)
+        if len(q) == 0:
+            return q, k
+        keep = (np.abs(self.uv_und[k, 0] - u[q]) < r[q]) & (np.abs(self.uv_und[k, 1] - v[q]) < r[q])
+        lo = np.broadcast_to(np.asarray(min_level), u.shape)
+        hi = np.broadcast_to(np.asarray(max_level), u.shape)
+        if np.any(lo >= 0):
+            keep &= self.octave[k] >= lo[q]  # lo < 0 passes since octave >= 0
+        if np.any(hi >= 0):
+            keep &= (hi[q] < 0) | (self.octave[k] <= hi[q])
+        return q[keep], k[keep]
+
+
+class _BandGrid:
+    """Keypoints sorted by (horizontal band of ``band_px`` rows, u): an area query is a few ``searchsorted``."""
+
+    def __init__(self, uv: np.ndarray, width: int, height: int, band_px: float):
+        self.n = len(uv)
+        self.band_px = float(band_px)
+        self.n_bands = max(1, int(np.ceil(height / band_px)))
+        # u is clipped to [u_lo, u_hi] inside the key; clipping is monotone, so no point is missed
+        self.u_lo, self.u_hi = -float(width), 2.0 * width
+        self.stride = 4.0 * width + 8.0
+        band = self._band(uv[:, 1])
+        key = band * self.stride + (np.clip(uv[:, 0], self.u_lo, self.u_hi) - self.u_lo)
+        self.order = np.argsort(key, kind="stable")
+        self.keys = key[self.order]
+
+    def _band(self, v: np.ndarray) -> np.ndarray:
+        return np.clip(np.floor(v / self.band_px), 0, self.n_bands - 1)
+
+    def query(self, u0: np.ndarray, u1: np.ndarray, v0: np.ndarray, v1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Candidate pairs (query, keypoint) for the boxes ``u0 <= u <= u1, v0 <= v <= v1``.
+
+        Exact in u, whole bands in v: a superset that the caller filters exactly.
+        """
+        ok = np.isfinite(u0) & np.isfinite(u1) & np.isfinite(v0) & np.isfinite(v1) & (u1 >= u0) & (v1 >= v0)
+        qi = np.nonzero(ok)[0]
+        if len(qi) == 0 or self.n == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        b0 = self._band(v0[qi]).astype(np.int64)
+        b1 = self._band(v1[qi]).astype(np.int64)
+        q, band = expand_ranges(b0, b1 + 1, qi)
+        base = band * self.stride - self.u_lo
+        s = np.searchsorted(self.keys, base + np.clip(u0[q], self.u_lo, self.u_hi), side="left")
+        e = np.searchsorted(self.keys, base + np.clip(u1[q], self.u_lo, self.u_hi), side="right")
+        q, pos = expand_ranges(s, e, q)
+        return q, self.order[pos]
+
+
+def expand_ranges(start: np.ndarray, end: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flatten the integer ranges ``[start_i, end_i)``: returns (owner of each value, value)."""
+    counts = np.maximum(end - start, 0)
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    owners = np.repeat(owner, counts)
+    offs = np.repeat(start - (np.cumsum(counts) - counts), counts)
+    return owners, np.arange(total, dtype=np.int64) + offs
+
+
+# ======================================================================= extraction
+@dataclass
+class FeatureConfig:
+    n_features: int = 1000  # keypoints wanted per image
+    scale_factor: float = 1.2  # scale between two pyramid levels
+    n_levels: int = 8  # pyramid levels
+    fast_threshold: int = 20  # FAST threshold of the main pass (grey levels)
+    min_fast_threshold: int = 7  # FAST threshold of the fallback pass (finest level) in cells without corners
+    grid_cell_px: int = 32  # spreading cell size at each level [level pixels] (ORB-SLAM: 30)
+    oversample: float = 2.0  # cv2.ORB candidates per wanted keypoint, among which the grid chooses
+    edge_threshold: int = 19  # border without keypoints [level pixels] (ORB-SLAM: 19)
+    fallback_cell_px: int = 80  # cells [px] checked for emptiness after the main pass (0 = no fallback pass)
+    adaptive_threshold: bool = True  # raise the main threshold on rich texture (same keypoints, faster; stateful)
+    max_fast_threshold: int = 60  # upper bound of the adaptive threshold
+
+
+def level_quotas(n: int, scale_factor: float, n_levels: int) -> np.ndarray:
+    """Keypoints per level, shrinking by ``1 / scale_factor`` from one level to the next (as ORB / ORB-SLAM)."""
+    f = 1.0 / scale_factor
+    per = n * (1 - f) / (1 - f**n_levels) if n_levels > 1 else float(n)
+    q = np.round(per * f ** np.arange(n_levels)).astype(np.int64)
+    q[-1] = max(n - int(q[:-1].sum()), 0)
+    return q
+
+
+def level_sizes(width: int, height: int, scale_factor: float, n_levels: int) -> np.ndarray:
+    """(n_levels, 2) width and height of each pyramid level, rounded as cv2.ORB rounds them."""
+    s = np.array([scale_factor**lv for lv in range(n_levels)], np.float32)
+    inv = np.float32(1.0) / s
+    return np.stack([np.rint(np.float32(width) * inv), np.rint(np.float32(height) * inv)], axis=1).astype(np.int64)
+
+
+def level_to_image(uv_level: np.ndarray, octave: np.ndarray, sizes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Level pixel coordinates -> full-image pixel coordinates (pixel centres, as cv2.resize maps them)."""
+    ratio = np.array([width, height], np.float64) / sizes[octave]
+    return (uv_level + 0.5) * ratio - 0.5
+
+
+def image_to_level(uv: np.ndarray, octave: np.ndarray, sizes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Inverse of :func:`level_to_image`."""
+    ratio = sizes[octave] / np.array([width, height], np.float64)
+    return (uv + 0.5) * ratio - 0.5
+
+
+class FeatureExtractor:
+    """ORB keypoints and descriptors of grey images from one camera (one extractor per image stream).
+
+    ``scale_factors[l] = scale_factor ** l``; ``level_sigma2[l] = scale_factors[l] ** 2`` is the
+    variance [px^2] of a keypoint position detected at level ``l``. Keypoint positions of every
+    level are in full-image pixels with the pixel-centre convention of the pyramid (cv2.ORB's own
+    coordinates are off by up to ~2 px at the coarsest level). The extractor keeps one piece of
+    state, the adaptive FAST threshold, so use one extractor per camera stream (left, right).
+    """
+
+    def __init__(self, cfg: FeatureConfig, camera: PinholeCamera):
+        self.cfg = cfg
+        self.camera = camera
+        self.scale_factor = float(cfg.scale_factor)
+        self.n_levels = int(cfg.n_levels)
+        self.scale_factors = self.scale_factor ** np.arange(self.n_levels, dtype=np.float64)
+        self.inv_scale_factors = 1.0 / self.scale_factors
+        self.level_sigma2 = self.scale_factors**2
+        self.inv_level_sigma2 = 1.0 / self.level_sigma2
+        self.quotas = level_quotas(cfg.n_features, cfg.scale_factor, cfg.n_levels)
+        self.n_candidates = round(cfg.n_features * cfg.oversample)
+        # what cv2.ORB keeps per level (its own split of n_candidates, same rule)
+        self._orb_quotas = level_quotas(self.n_candidates, cfg.scale_factor, cfg.n_levels)
+        self.threshold = int(cfg.fast_threshold)  # main-pass threshold now in use (adaptive)
+        self._orbs: dict[tuple[int, int, int], cv2.ORB] = {}
+        self._orb_scales = np.array([cfg.scale_factor**lv for lv in range(self.n_levels)], np.float32).astype(np.float64)
+        self._sizes: dict[tuple[int, int], np.ndarray] = {}
+
+    def _orb(self, n: int, threshold: int, n_levels: int | None = None) -> cv2.ORB:
+        n_levels = self.n_levels if n_levels is None else n_levels
+        key = (n, threshold, n_levels)
+        orb = self._orbs.get(key)
+        if orb is None:
+            if len(self._orbs) > 64:
+                self._orbs.clear()
+            c = self.cfg
+            orb = cv2.ORB_create(nfeatures=n, scaleFactor=c.scale_factor, nlevels=n_levels,
+                                 edgeThreshold=c.edge_threshold, firstLevel=0, WTA_K=2,
+                                 scoreType=cv2.ORB_FAST_SCORE, patchSize=31, fastThreshold=threshold)
+            self._orbs[key] = orb
+        return orb
+
+    def extract(self, gray: np.ndarray) -> Features:
+        """Keypoints of an H x W uint8 grey image (RGB is converted), well spread, with descriptors."""
+        if gray.ndim == 3:
+            gray = cv2.cvtColor(gray, cv2.COLOR_RGB2GRAY)
+        c = self.cfg
+        h, w = gray.shape
+        uv, resp, octv, ang, desc = _detect(self._orb(self.n_candidates, self.threshold), gray)
+        self._adapt_threshold(resp, octv)
+        if c.fallback_cell_px > 0 and c.min_fast_threshold < c.fast_threshold:
+            extra = self._fallback(gray, uv)
+            if extra is not None:
+                uv, resp, octv, ang, desc = (np.concatenate([a, b]) for a, b in
+                                             zip((uv, resp, octv, ang, desc), extra))
+        keep = self._distribute(uv, resp, octv, w, h)
+        uv, octv = uv[keep].astype(np.float64), octv[keep]
+        # cv2.ORB reports level-l corners at x_l * scale^l; the pyramid's pixel centres map by
+        # (x_l + 0.5) * (width / level width) - 0.5 (up to ~1.8 px apart at the coarsest level)
+        sizes = self._sizes.get((w, h))
+        if sizes is None:
+            sizes = self._sizes[(w, h)] = level_sizes(w, h, self.scale_factor, self.n_levels)
+        uv = level_to_image(uv / self._orb_scales[octv][:, None], octv, sizes, w, h)
+        feats = Features(uv, undistort_fast(self.camera, uv),
+                         octv.astype(np.int32), ang[keep].astype(np.float32),
+                         np.ascontiguousarray(desc[keep]), response=resp[keep].astype(np.float32))
+        feats.build_grid(w, h)
+        return feats
+
+    # ---------------------------------------------------------------- steps
+    def _adapt_threshold(self, resp: np.ndarray, octv: np.ndarray) -> None:
+        """Next frame's main threshold: just below the weakest corner kept, if every level was full.
+
+        cv2.ORB keeps the best-scored corners of each level, so while every level still fills up,
+        a higher threshold gives the same keypoints but FAST costs less (fewer corners to score).
+        Any level that did not fill up returns the threshold to its base value.
+        """
+        c = self.cfg
+        if not c.adaptive_threshold:
+            return
+        counts = np.bincount(octv, minlength=self.n_levels)[: self.n_levels]
+        if len(resp) == 0 or np.any(counts < self._orb_quotas):
+            self.threshold = int(c.fast_threshold)
+            return
+        weakest = np.full(self.n_levels, np.inf)
+        np.minimum.at(weakest, octv, resp)
+        t = int(0.8 * weakest.min())
+        self.threshold = int(np.clip(t, c.fast_threshold, c.max_fast_threshold))
+
+    def _fallback(self, gray: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, ...] | None:
+        """Corners at the low threshold, finest level only, inside the coarse cells the main pass left empty.
+
+        One level keeps it cheap (about 1 ms at 640x480): FAST at a low threshold over the whole
+        pyramid would cost as much as the main pass.
+        """
+        c = self.cfg
+        h, w = gray.shape
+        cell = c.fallback_cell_px
+        ny, nx = -(-h // cell), -(-w // cell)
+        cx = np.clip((uv[:, 0] // cell).astype(np.int64), 0, nx - 1)
+        cy = np.clip((uv[:, 1] // cell).astype(np.int64), 0, ny - 1)
+        empty = np.bincount(cy * nx + cx, minlength=nx * ny).reshape(ny, nx) == 0
+        if not empty.any():
+            return None
+        mask = np.repeat(np.repeat(empty.astype(np.uint8) * 255, cell, axis=0), cell, axis=1)[:h, :w]
+        n = max(round(self._orb_quotas[0] * empty.mean()), 16)  # level 0's share of the empty area
+        found = _detect(self._orb(n, c.min_fast_threshold, 1), gray, np.ascontiguousarray(mask))
+        return found if len(found[0]) else None
+
+    def _distribute(self, uv: np.ndarray, resp: np.ndarray, octv: np.ndarray, w: int, h: int) -> np.ndarray:
+        """Indices of the kept keypoints: per level its quota, taking cells round-robin, best score first."""
+        n = len(uv)
+        if n <= self.cfg.n_features:
+            return np.arange(n)
+        cell = float(self.cfg.grid_cell_px)
+        nx = int(np.ceil(w / cell)) + 1
+        ny = int(np.ceil(h / cell)) + 1
+        inv = self.inv_scale_factors[octv]
+        cx = np.clip((uv[:, 0] * inv // cell).astype(np.int64), 0, nx - 1)
+        cy = np.clip((uv[:, 1] * inv // cell).astype(np.int64), 0, ny - 1)
+        cell_id = (octv.astype(np.int64) * ny + cy) * nx + cx
+        weak = 255 - np.clip(np.rint(resp), 0, 255).astype(np.int64)  # FAST scores are integers <= 255
+        # rank of each keypoint inside its cell by score (0 = best)
+        order = np.argsort(cell_id * 256 + weak, kind="stable")
+        sc = cell_id[order]
+        first = np.r_[True, sc[1:] != sc[:-1]]
+        pos = np.arange(n)
+        rank = np.empty(n, np.int64)
+        rank[order] = pos - np.maximum.accumulate(np.where(first, pos, 0))
+        # within each level: all cells' best, then all cells' second best, ...
+        order = np.argsort((octv * (n + 1) + rank) * 256 + weak, kind="stable")
+        lv = octv[order]
+        start = np.searchsorted(lv, np.arange(self.n_levels))
+        pos_in_level = pos - start[lv]
+        take = pos_in_level < self.quotas[lv]
+        kept = order[take]
+        missing = self.cfg.n_features - len(kept)
+        if missing > 0:  # levels short of corners: fill with the rest, best-spread first
+            rest = order[~take]
+            rest = rest[np.argsort(rank[rest] * 256 + weak[rest], kind="stable")][:missing]
+            kept = np.concatenate([kept, rest])
+        return np.sort(kept)
+
+
+@functools.lru_cache(maxsize=8)
+def _undistortion_table(camera: PinholeCamera) -> np.ndarray:
+    """Undistorted position of every pixel centre, (H, W, 2) float64 (built once per camera, ~0.25 s)."""
+    u, v = np.meshgrid(np.arange(camera.width, dtype=np.float64), np.arange(camera.height, dtype=np.float64))
+    return camera.undistort_points(np.stack([u, v], axis=-1).reshape(-1, 2)).reshape(camera.height, camera.width, 2)
+
+
+def undistort_fast(camera: PinholeCamera, uv: np.ndarray) -> np.ndarray:
+    """``camera.undistort_points`` for points inside the image, by bilinear lookup in a per-pixel table.
+
+    The undistortion map is smooth, so interpolating it between pixel centres errs by far less
+    than a thousandth of a pixel for ordinary lenses; points outside the image are solved exactly.
+    """
+    uv = np.asarray(uv, np.float64)
+    if not camera.has_distortion:
+        return uv.copy()
+    w, h = camera.width, camera.height
+    if len(uv) < 64 or w < 2 or h < 2:
+        return camera.undistort_points(uv)
+    table = _undistortion_table(camera).reshape(-1, 2)
+    x, y = uv[:, 0], uv[:, 1]
+    inside = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
+    x0 = np.clip(np.floor(x), 0, w - 2).astype(np.int64)
+    y0 = np.clip(np.floor(y), 0, h - 2).astype(np.int64)
+    ax = (np.clip(x, 0, w - 1) - x0)[:, None]
+    ay = (np.clip(y, 0, h - 1) - y0)[:, None]
+    i = y0 * w + x0
+    top = table[i] + ax * (table[i + 1] - table[i])
+    bottom = table[i + w] + ax * (table[i + w + 1] - table[i + w])
+    out = top + ay * (bottom - top)
+    if not inside.all():
+        out[~inside] = camera.undistort_points(uv[~inside])
+    return out
+
+
+def _detect(orb: cv2.ORB, gray: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """cv2.ORB keypoints as arrays: uv (N,2) float32, score, octave, angle, desc (N,32)."""
+    kps, desc = orb.detectAndCompute(gray, mask)
+    n = len(kps)
+    if n == 0 or desc is None:
+        return (np.zeros((0, 2), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64),
+                np.zeros(0, np.float32), np.zeros((0, 32), np.uint8))
+    uv = cv2.KeyPoint_convert(kps).reshape(-1, 2)
+    resp = np.fromiter((k.response for k in kps), np.float32, n)
+    octv = np.fromiter((k.octave for k in kps), np.int64, n)
+    ang = np.fromiter((k.angle for k in kps), np.float32, n)
+    return uv, resp, octv, ang, desc
+
+
+# ============================================================================ depth
+def set_depth_from_map(features: Features, depth: np.ndarray, bf: float) -> np.ndarray:
+    """Depth per keypoint from an H x W float32 depth map [m] (0 = invalid), sampled at the rounded ``uv``.
+
+    Fills ``features.depth`` and ``features.u_right = u_und - bf / depth`` where the depth is valid
+    (ORB-SLAM2's virtual right coordinate; ``bf`` = fx * virtual baseline [px m]; ``bf <= 0``: depth
+    only). Returns the mask of keypoints with a valid depth.
+    """
+    h, w = depth.shape[:2]
+    n = len(features)
+    u = np.rint(features.uv[:, 0]).astype(np.int64)
+    v = np.rint(features.uv[:, 1]).astype(np.int64)
+    inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    d = np.zeros(n)
+    d[inside] = depth[v[inside], u[inside]]
+    ok = np.isfinite(d) & (d > 0)
+    d[~ok] = 0.0
+    features.depth = d
+    ur = np.full(n, -1.0)
+    if bf > 0:
+        ur[ok] = features.uv_und[ok, 0] - bf / d[ok]
+    features.u_right = ur
+    return ok
+
+
+def match_stereo(left: Features, right: Features, camera: PinholeCamera, bf: float,
+                 left_image: np.ndarray | None = None, right_image: np.ndarray | None = None,
+                 scale_factor: float = 1.2, max_dist: float | None = None, mad_k: float = 3.0,
+                 window: int = 5, search: int = 3) -> np.ndarray:
+    """Depth of left keypoints from the keypoints of the right image of a rectified pair (ORB-SLAM2 style).
+
+    For each left keypoint: right keypoints within ``2 * scale^octave_right`` rows, octave within
+    +-1, disparity in ``[0, fx]`` (depth beyond one baseline); the best Hamming distance below
+    ``max_dist`` (default: mean of TH_HIGH and TH_LOW) wins. With both grey images (uint8, as
+    extracted) the right position is refined to sub-pixel at the keypoint's pyramid level: zero-mean
+    SAD of a ``2*window+1`` square over ``+-search`` level pixels, and the equiangular (V) fit of
+    the three costs around the minimum (~0.05 px; without images the disparity is only as precise
+    as the keypoint positions). Matches whose cost (SAD, or Hamming without images) lies above
+    ``median + mad_k * 1.4826 * MAD`` are dropped, as is disparity <= 0. Fills ``left.depth`` [m]
+    and ``left.u_right`` [px]; returns the indices of the left keypoints that got a depth.
+    """
+    from slam.matching import TH_HIGH, TH_LOW, hamming
+
+    if max_dist is None:
+        max_dist = (TH_HIGH + TH_LOW) / 2
+    nl = len(left)
+    left.depth = np.zeros(nl)
+    left.u_right = np.full(nl, -1.0)
+    none = np.zeros(0, np.int64)
+    if nl == 0 or len(right) == 0:
+        return none
+    uvl, uvr = left.uv_und, right.uv_und
+    max_disp = float(camera.fx)  # ORB-SLAM's maxD = bf / baseline
+    # candidates: right keypoints in the box [uL - maxD, uL] x (vL +- the widest row band)
+    top = int(max(left.octave.max(), right.octave.max())) + 2
+    band = 2.0 * scale_factor ** np.arange(top)  # row tolerance per right octave
+    r_max = band[left.octave + 1]
+    grid = _BandGrid(uvr, camera.width, camera.height, band_px=2.0)  # thin bands: the row windows are thin
+    il, ir = grid.query(uvl[:, 0] - max_disp, uvl[:, 0], uvl[:, 1] - r_max, uvl[:, 1] + r_max)
+    oct_r = right.octave[ir]
+    ok = (np.abs(uvr[ir, 1] - uvl[il, 1]) <= band[oct_r]) & (np.abs(oct_r - left.octave[il]) <= 1)
+    il, ir = il[ok], ir[ok]
+    if len(il) == 0:
+        return none
+    dist = hamming(left.desc[il], right.desc[ir])
+    o = np.argsort(il * 512 + dist, kind="stable")  # best right keypoint of each left keypoint
+    il, ir, dist = il[o], ir[o], dist[o]
+    first = np.r_[True, il[1:] != il[:-1]] & (dist < max_dist)
+    il, ir = il[first], ir[first]
+    cost = dist[first].astype(np.float64)
+    ur = uvr[ir, 0].copy()
+    if left_image is not None and right_image is not None and len(il):
+        ur, cost, ok = _refine_subpixel(left_image, right_image, uvl[il], left.octave[il], ur,
+                                        scale_factor, window, search)
+        il, ur, cost = il[ok], ur[ok], cost[ok]
+    disp = uvl[il, 0] - ur
+    ok = (disp > 0) & (disp <= max_disp)
+    il, ur, cost, disp = il[ok], ur[ok], cost[ok], disp[ok]
+    if len(il) >= 5:
+        med = np.median(cost)
+        mad = np.median(np.abs(cost - med))
+        ok = cost <= med + mad_k * 1.4826 * max(mad, 1e-9)
+        il, ur, disp = il[ok], ur[ok], disp[ok]
+    left.depth[il] = bf / disp
+    left.u_right[il] = ur
+    return il
+
+
+def _pyramid(image: np.ndarray, sizes: np.ndarray, top: int) -> list[np.ndarray]:
+    """Levels 0..top of ``image`` (grey), each resized from the previous one to ``sizes[l]`` (as cv2.ORB)."""
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    out = [image]
+    for lv in range(1, top + 1):
+        out.append(cv2.resize(out[-1], (int(sizes[lv, 0]), int(sizes[lv, 1])), interpolation=cv2.INTER_LINEAR))
+    return out
+
+
+def _refine_subpixel(left_image: np.ndarray, right_image: np.ndarray, uvl: np.ndarray, octave: np.ndarray,
+                     ur: np.ndarray, scale_factor: float, w: int, L: int) -> tuple[np.ndarray, ...]:
+    """Sub-pixel right x by block matching along the row at each keypoint's pyramid level.
+
+    Zero-mean SAD (robust to a brightness offset between the cameras) and the equiangular fit
+    (the right sub-pixel model for an L1 cost; a parabola suits SSD). All levels at once: the
+    pyramid is flattened into one buffer and patches are gathered by linear index. Returns refined
+    u_right [px], the minimum cost per pixel, and a mask of usable results (minimum inside the range).
+    """
+    n = len(uvl)
+    h0, w0 = left_image.shape[:2]
+    n_levels = int(octave.max()) + 1
+    sizes = level_sizes(w0, h0, scale_factor, n_levels)
+    pl = _pyramid(left_image, sizes, n_levels - 1)
+    pr = _pyramid(right_image, sizes, n_levels - 1)
+    flat_l = np.concatenate([x.reshape(-1) for x in pl])
+    flat_r = np.concatenate([x.reshape(-1) for x in pr])
+    offset = np.r_[0, np.cumsum(sizes[:, 0] * sizes[:, 1])[:-1]]
+    side, n_shift = 2 * w + 1, 2 * L + 1
+    ql = np.rint(image_to_level(uvl, octave, sizes, w0, h0)).astype(np.int64)
+    u0 = np.rint(image_to_level(np.c_[ur, uvl[:, 1]], octave, sizes, w0, h0)[:, 0]).astype(np.int64)
+    ul, vl = ql[:, 0], ql[:, 1]
+    ww, hh = sizes[octave, 0], sizes[octave, 1]
+    ok = (ul - w >= 0) & (ul + w < ww) & (vl - w >= 0) & (vl + w < hh) & (u0 - L - w >= 0) & (u0 + L + w < ww)
+    sel = np.nonzero(ok)[0]
+    out_u, out_cost = np.zeros(n), np.zeros(n)
+    m = len(sel)
+    if m == 0:
+        return out_u, out_cost, ok
+    ul, vl, u0, ww, base = ul[sel], vl[sel], u0[sel], ww[sel], offset[octave[sel]]
+    d = np.arange(-w, w + 1)
+    row = (vl[:, None] + d) * ww[:, None] + base[:, None]  # (m, side) start of each patch row
+    pa = flat_l[(row + ul[:, None])[:, :, None] + d].astype(np.float32)  # (m, side, side)
+    pa -= pa.mean(axis=(1, 2), keepdims=True)
+    rows = flat_r[(row + u0[:, None])[:, :, None] + np.arange(-w - L, w + L + 1)].astype(np.float32)
+    col = rows.sum(axis=1)  # window means from column sums
+    csum = np.concatenate([np.zeros((m, 1), np.float32), np.cumsum(col, axis=1)], axis=1)
+    mean = (csum[:, side:] - csum[:, :-side]) / float(side * side)  # (m, 2L+1)
+    costs = np.empty((m, n_shift), np.float32)
+    for k in range(n_shift):  # shift of the right window: 2L+1 vectorised steps
+        diff = rows[:, :, k:k + side] - pa
+        diff -= mean[:, k, None, None]
+        costs[:, k] = np.abs(diff, out=diff).reshape(m, -1).sum(axis=1)
+    best = np.argmin(costs, axis=1)
+    b = np.clip(best, 1, 2 * L - 1)
+    r = np.arange(m)
+    c1, c2, c3 = costs[r, b - 1], costs[r, b], costs[r, b + 1]
+    rise = np.maximum(c1, c3) - c2
+    delta = np.where(rise > 0, 0.5 * (c1 - c3) / np.where(rise > 0, rise, 1.0), 0.0)
+    xl = u0 + (best - L) + delta  # level x of the match
+    out_u[sel] = level_to_image(np.c_[xl, np.zeros(m)], octave[sel], sizes, w0, h0)[:, 0]
+    out_cost[sel] = c2 / float(side * side)
+    ok[sel] = (best > 0) & (best < 2 * L) & (np.abs(delta) <= 0.5)
+    return out_u, out_cost, ok

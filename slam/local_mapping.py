@@ -1,0 +1,376 @@
+"""The local mapping thread: per keyframe, grow and refine the map around it (ORB-SLAM's LocalMapping).
+
+For each keyframe from the queue:
+
+1. attach it: point observations, normals, descriptors, covisibility;
+2. cull recently created points that tracking rarely finds;
+3. triangulate new points with its covisible keyframes (epipolar search);
+4. fuse duplicates between it and its neighbours;
+5. local bundle adjustment over a bounded window (g2o), interruptible by a new keyframe;
+6. cull keyframes whose points are seen well enough by others.
+
+Tracking only enqueues (``insert``), never waits: a full queue refuses the keyframe.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+
+import numpy as np
+
+from slam.config import SlamConfig
+from slam.geometry import inv_pose
+from slam.geometry.triangulation import triangulate_dlt
+from slam.local_map import project_visible
+from slam.map import KeyFrame, Map
+from slam.matching import match_by_projection, search_epipolar
+from slam.optim import local_bundle_adjustment
+
+log = logging.getLogger(__name__)
+
+
+class LocalMapper:
+    def __init__(self, slam_map: Map, camera, mode: str, cfg: SlamConfig, extractor, bf: float,
+                 disp_inv_sigma2: float | None = None):
+        self.map = slam_map
+        self.camera = camera
+        self.K = camera.K
+        self.mono = mode.startswith("mono")
+        self.cfg = cfg.mapping
+        self.ex = extractor
+        self.bf = bf
+        self.disp_inv_sigma2 = disp_inv_sigma2  # RGB-D: information of the depth (u_right) term
+        self.queue: deque[KeyFrame] = deque()
+        self.cond = threading.Condition()
+        self.abort_ba = threading.Event()
+        self.stop_event = threading.Event()
+        self.busy = False
+        self.recent_points: list[int] = []
+        self.timings_ms: list[float] = []
+        self.ba_ms: list[float] = []
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    # ------------------------------------------------------ thread interface
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="local-mapping", daemon=True)
+        self.thread.start()
+
+    def insert(self, kf: KeyFrame) -> bool:
+        """Queue a keyframe (never blocks); False when the queue is full."""
+        with self.cond:
+            if len(self.queue) >= self.cfg.max_queue:
+                return False
+            self.queue.append(kf)
+            self.abort_ba.set()
+            self.cond.notify()
+        return True
+
+    def idle(self) -> bool:
+        return not self.busy and not self.queue
+
+    def stop(self, drain: bool = True, timeout: float = 60.0) -> None:
+        """Finish the queued keyframes (``drain``) and stop the thread."""
+        if drain:
+            t_end = time.monotonic() + timeout
+            while (self.queue or self.busy) and time.monotonic() < t_end and self.thread and self.thread.is_alive():
+                time.sleep(0.005)
+        self.stop_event.set()
+        with self.cond:
+            self.cond.notify()
+        if self.thread is not None:
+            self.thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self.stop_event.is_set():
+            with self.cond:
+                while not self.queue and not self.stop_event.is_set():
+                    self.cond.wait(0.1)
+                if self.stop_event.is_set():
+                    return
+                kf = self.queue.popleft()
+                self.busy = True
+                self.abort_ba.clear()
+            try:
+                self.process(kf)
+            except Exception as e:  # keep the system alive; report once
+                log.exception("local mapping failed on keyframe %d", kf.id)
+                self.error = e
+            finally:
+                self.busy = False
+
+    # ------------------------------------------------------------ the steps
+    def process(self, kf: KeyFrame) -> None:
+        t0 = time.perf_counter()
+        if kf.bad:
+            return
+        self._attach(kf)
+        self._cull_points(kf)
+        self._triangulate(kf)
+        if not self.queue:
+            self._fuse(kf)
+        if not self.queue and len(self.map.keyframes) > 2:
+            t1 = time.perf_counter()
+            self._local_ba(kf)
+            self.ba_ms.append((time.perf_counter() - t1) * 1e3)
+        if not self.queue:
+            self._cull_keyframes(kf)
+        self.timings_ms.append((time.perf_counter() - t0) * 1e3)
+
+    def _attach(self, kf: KeyFrame) -> None:
+        with self.map.lock:
+            for pid in kf.point_ids[kf.point_ids >= 0]:
+                p = self.map.points.get(int(pid))
+                if p is None or p.bad:
+                    continue
+                p.update_normal_and_depth(self.map)
+                p.compute_distinctive_descriptor(self.map)
+                if p.first_kf_id == kf.id:
+                    self.recent_points.append(p.id)
+            kf.update_connections(self.map)
+
+    def _cull_points(self, kf: KeyFrame) -> None:
+        min_obs = 2 if self.mono else 3
+        keep = []
+        with self.map.lock:
+            for pid in self.recent_points:
+                p = self.map.points.get(pid)
+                if p is None or p.bad:
+                    continue
+                age = kf.id - p.first_kf_id
+                if p.found_ratio < self.cfg.cull_found_ratio or (age >= 2 and len(p.observations) <= min_obs - 1 + (0 if self.mono else 0)):
+                    self.map.erase_point(p)
+                elif age >= 3:
+                    continue  # survived its probation
+                else:
+                    keep.append(pid)
+        self.recent_points = keep
+
+    def _triangulate(self, kf: KeyFrame) -> None:
+        n = 20 if self.mono else self.cfg.covisible_triangulation
+        with self.map.lock:
+            neighbours = [self.map.keyframes[i] for i in kf.covisibles(n) if i in self.map.keyframes]
+        fx, fy, cx, cy = self.camera.fx, self.camera.fy, self.camera.cx, self.camera.cy
+        sigma2 = self.ex.level_sigma2
+        created = 0
+        for nb in neighbours:
+            if self.queue and created > 0:
+                break
+            if nb.bad:
+                continue
+            baseline = np.linalg.norm(kf.center - nb.center)
+            if not self.mono:
+                if baseline < self.bf / fx:
+                    continue
+            else:
+                depths = self._median_depth(nb)
+                if depths <= 0 or baseline / depths < 0.01:
+                    continue
+            T_c1_w, T_c2_w = kf.T_c_w, nb.T_c_w
+            free1 = np.nonzero(kf.point_ids < 0)[0]
+            free2 = np.nonzero(nb.point_ids < 0)[0]
+            if len(free1) == 0 or len(free2) == 0:
+                continue
+            T_c2_c1 = T_c2_w @ inv_pose(T_c1_w)
+            i1, i2 = search_epipolar(kf.features, nb.features, T_c2_c1, self.K, free1, free2, sigma2)
+            if len(i1) == 0:
+                continue
+            f1, f2 = kf.features, nb.features
+            x1 = (f1.uv_und[i1] - [cx, cy]) / [fx, fy]
+            x2 = (f2.uv_und[i2] - [cx, cy]) / [fx, fy]
+            X = triangulate_dlt(T_c1_w, T_c2_w, x1, x2)
+            ok = self._check_new_points(X, kf, nb, i1, i2)
+            with self.map.lock:
+                if kf.bad or nb.bad:
+                    continue
+                for X_w, a, b in zip(X[ok], i1[ok], i2[ok]):
+                    if kf.point_ids[a] >= 0 or nb.point_ids[b] >= 0:
+                        continue
+                    p = self.map.new_point(X_w, kf, int(a))
+                    self.map.associate(nb, int(b), p)
+                    p.update_normal_and_depth(self.map)
+                    p.compute_distinctive_descriptor(self.map)
+                    self.recent_points.append(p.id)
+                    created += 1
+        if created:
+            with self.map.lock:
+                kf.update_connections(self.map)
+
+    def _check_new_points(self, X: np.ndarray, kf1: KeyFrame, kf2: KeyFrame, i1: np.ndarray, i2: np.ndarray) -> np.ndarray:
+        """Positive depth, small reprojection error in both views, parallax and scale consistency."""
+        ok = np.all(np.isfinite(X), axis=1)
+        ratios = []
+        for kf, idx in ((kf1, i1), (kf2, i2)):
+            Pc = X @ kf.T_c_w[:3, :3].T + kf.T_c_w[:3, 3]
+            z = Pc[:, 2]
+            ok &= z > 0
+            zs = np.where(z > 0, z, 1.0)
+            u = self.camera.fx * Pc[:, 0] / zs + self.camera.cx
+            v = self.camera.fy * Pc[:, 1] / zs + self.camera.cy
+            f = kf.features
+            e2 = (u - f.uv_und[idx, 0]) ** 2 + (v - f.uv_und[idx, 1]) ** 2
+            s2 = self.ex.level_sigma2[f.octave[idx]]
+            stereo = f.u_right[idx] >= 0
+            if self.bf > 0:
+                ur = u - self.bf / zs
+                e2 = np.where(stereo, e2 + (ur - f.u_right[idx]) ** 2, e2)
+            ok &= e2 < np.where(stereo, 7.8, 5.991) * s2
+            dist = np.linalg.norm(X - kf.center, axis=1)
+            ratios.append((dist, self.ex.scale_factors[f.octave[idx]]))
+        (d1, s1), (d2, s2_) = ratios
+        ok &= (d1 > 0) & (d2 > 0)
+        ratio_dist = d2 / np.maximum(d1, 1e-12)
+        ratio_oct = s1 / s2_
+        fac = 1.5 * self.ex.scale_factor
+        ok &= (ratio_dist * fac >= ratio_oct) & (ratio_dist <= ratio_oct * fac)
+        r1, r2 = X - kf1.center, X - kf2.center
+        cos = np.einsum("ij,ij->i", r1, r2) / np.maximum(np.linalg.norm(r1, axis=1) * np.linalg.norm(r2, axis=1), 1e-12)
+        ok &= cos < 0.9998
+        return ok
+
+    def _fuse(self, kf: KeyFrame) -> None:
+        """Project the points of neighbours into ``kf``: add observations or merge duplicates."""
+        n = 20 if self.mono else 10
+        m = self.map
+        with m.lock:
+            nbs = [m.keyframes[i] for i in kf.covisibles(n) if i in m.keyframes]
+            if not nbs:
+                return
+            ids = np.unique(np.concatenate([nb.point_ids for nb in nbs]))
+            ids = np.setdiff1d(ids[ids >= 0], kf.point_ids[kf.point_ids >= 0])
+            pids = ids[m.valid_mask(ids)]
+            if len(pids) == 0:
+                return
+            pts = [m.points[int(i)] for i in pids]
+            pos = m.points_array(pids)
+            nrm = m.normals_of(pids)
+            rng = m.distance_ranges_of(pids)
+            dmin, dmax = rng[:, 0], rng[:, 1]
+            desc = m.descriptors_of(pids)
+        proj = project_visible(kf.T_c_w, pos, nrm, dmin, dmax, self.K, self.camera.width, self.camera.height,
+                               self.bf, self.ex.scale_factor, self.ex.n_levels)
+        radius = 3.0 * self.ex.scale_factors[proj.level]
+        p_i, k_i = match_by_projection(kf.features, proj.uv, desc[proj.idx], radius, proj.level, max_dist=50,
+                                       ratio=1.0, proj_ur=proj.u_right if self.bf > 0 else None)
+        with self.map.lock:
+            if kf.bad:
+                return
+            for a, b in zip(p_i, k_i):
+                p = pts[proj.idx[a]]
+                if p.bad:
+                    continue
+                existing = int(kf.point_ids[b])
+                if existing >= 0:
+                    q = self.map.points.get(existing)
+                    if q is None or q.bad or q is p:
+                        continue
+                    keep, drop = (p, q) if len(p.observations) > len(q.observations) else (q, p)
+                    self.map.replace_point(drop, keep)
+                elif kf.id not in p.observations:
+                    self.map.associate(kf, int(b), p)
+            for pid in kf.point_ids[kf.point_ids >= 0]:
+                p = self.map.points.get(int(pid))
+                if p is not None and not p.bad:
+                    p.update_normal_and_depth(self.map)
+                    p.compute_distinctive_descriptor(self.map)
+            kf.update_connections(self.map)
+
+    def _local_ba(self, kf: KeyFrame) -> None:
+        with self.map.lock:
+            local_ids, point_ids, fixed_ids = self.map.local_window(kf, self.cfg.local_ba_covisible,
+                                                                    self.cfg.local_ba_fixed_max)
+            kf_ids = list(local_ids) + list(fixed_ids)
+            if len(local_ids) < 2 and not fixed_ids:
+                return
+            poses = {k: self.map.keyframes[k].T_c_w.copy() for k in kf_ids}
+            in_window = set(kf_ids)
+            rows = []
+            pids, pos = [], []
+            for pid in point_ids:
+                p = self.map.points.get(pid)
+                if p is None or p.bad:
+                    continue
+                pids.append(pid)
+                pos.append(p.position.copy())
+                for k, kp in p.observations.items():
+                    if k in in_window:
+                        rows.append((k, pid, kp))
+            if not rows:
+                return
+            rows = np.array(rows, np.int64)
+            obs_kf, obs_pt, obs_kp = rows[:, 0], rows[:, 1], rows[:, 2]
+            feats = {k: self.map.keyframes[k].features for k in kf_ids}
+            uv = np.array([feats[k].uv_und[i] for k, i in zip(obs_kf, obs_kp)])
+            ur = np.array([feats[k].u_right[i] for k, i in zip(obs_kf, obs_kp)])
+            oc = np.array([feats[k].octave[i] for k, i in zip(obs_kf, obs_kp)])
+        fixed = set(fixed_ids)
+        if 0 in poses and len(fixed) == 0:
+            fixed.add(min(poses))
+        res = local_bundle_adjustment(
+            poses, fixed, np.array(pids, np.int64), np.array(pos), obs_kf, obs_pt, uv, ur,
+            self.ex.inv_level_sigma2[oc], self.camera.fx, self.camera.fy, self.camera.cx, self.camera.cy, self.bf,
+            iterations=self.cfg.local_ba_iterations, abort=self.abort_ba,
+            obs_inv_sigma2_disp=None if self.disp_inv_sigma2 is None else np.full(len(obs_kf), self.disp_inv_sigma2),
+        )
+        if res is None:
+            return
+        with self.map.lock:
+            for j in np.nonzero(res.outlier_obs)[0]:
+                k, pid = int(obs_kf[j]), int(obs_pt[j])
+                p, kfo = self.map.points.get(pid), self.map.keyframes.get(k)
+                if p is not None and kfo is not None and k in p.observations:
+                    self.map.erase_observation(kfo, p)
+            for k in local_ids:
+                if k in res.poses and k in self.map.keyframes:
+                    self.map.keyframes[k].T_c_w = res.poses[k]
+            for pid, X in zip(res.point_ids, res.points_w):
+                p = self.map.points.get(int(pid))
+                if p is not None and not p.bad:
+                    p.position = X
+                    p.update_normal_and_depth(self.map)
+
+    def _cull_keyframes(self, kf: KeyFrame) -> None:
+        th_obs = 3
+        with self.map.lock:
+            for kid in kf.covisibles():
+                other = self.map.keyframes.get(kid)
+                if other is None or other.bad or other.id == self.map.root_id:
+                    continue
+                ids = other.point_ids
+                n_points = n_redundant = 0
+                for i in np.nonzero(ids >= 0)[0]:
+                    p = self.map.points.get(int(ids[i]))
+                    if p is None or p.bad:
+                        continue
+                    if not self.mono:
+                        d = other.features.depth[i]
+                        if d <= 0 or d > 40 * self.bf / self.camera.fx:
+                            continue
+                    n_points += 1
+                    if len(p.observations) <= th_obs:
+                        continue
+                    level = other.features.octave[i]
+                    n_seen = 0
+                    for ok_id, kp in p.observations.items():
+                        if ok_id == kid:
+                            continue
+                        okf = self.map.keyframes.get(ok_id)
+                        if okf is not None and okf.features.octave[kp] <= level + 1:
+                            n_seen += 1
+                            if n_seen >= th_obs:
+                                break
+                    if n_seen >= th_obs:
+                        n_redundant += 1
+                if n_points > 0 and n_redundant > self.cfg.cull_redundant_ratio * n_points:
+                    self.map.erase_keyframe(other)  # frames tracked against it then follow its parent
+
+    def _median_depth(self, kf: KeyFrame) -> float:
+        ids = kf.point_ids[kf.point_ids >= 0]
+        ids = ids[self.map.valid_mask(ids)]
+        if len(ids) == 0:
+            return -1.0
+        Pc = self.map.points_array(ids) @ kf.T_c_w[:3, :3].T + kf.T_c_w[:3, 3]
+        return float(np.median(Pc[:, 2]))

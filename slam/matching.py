@@ -1,0 +1,272 @@
+"""Descriptor matching of ORB features: Hamming distances, search by projection, brute force, epipolar search.
+
+All searches are vectorised: candidate pairs are built in one go (from the keypoint grid of
+:class:`~slam.features.Features` or a distance matrix), their distances computed in one batch,
+and the winners picked by sorting. Thresholds follow ORB-SLAM (``TH_HIGH``, ``TH_LOW``, ratio
+tests, orientation histogram).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from slam.features import Features
+
+TH_HIGH = 100  # Hamming distance accepted when the geometry already restricts the candidates well
+TH_LOW = 50  # Hamming distance for matches with weak geometric support
+_BIG = 1 << 20  # a distance larger than any real one
+
+
+# ======================================================================= distances
+def _as_u8(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.uint8)
+
+
+def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise Hamming distances of (N, B) uint8 descriptors (either side may be one row): (N,) int32."""
+    a, b = _as_u8(a), _as_u8(b)
+    if a.shape[-1] % 8 == 0:  # XOR and popcount on 64-bit words
+        a, b = a.view(np.uint64), b.view(np.uint64)
+    x = np.bitwise_count(a ^ b)
+    if x.ndim == 1:
+        return np.int32(x.sum(dtype=np.int32))
+    out = x[:, 0].astype(np.int32)
+    for c in range(1, x.shape[1]):
+        out += x[:, c]
+    return out
+
+
+def hamming_matrix(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """All Hamming distances between (N, B) and (M, B) uint8 descriptors: (N, M) int32.
+
+    With bits as +-1, ``a . b = nbits - 2 * hamming``: one float32 matrix product (exact: small integers).
+    """
+    A, B = _as_u8(A), _as_u8(B)
+    if len(A) == 0 or len(B) == 0:
+        return np.zeros((len(A), len(B)), np.int32)
+    nbits = A.shape[1] * 8
+    a = np.unpackbits(A, axis=1).astype(np.float32) * 2.0 - 1.0
+    b = np.unpackbits(B, axis=1).astype(np.float32) * 2.0 - 1.0
+    return np.rint((nbits - a @ b.T) * 0.5).astype(np.int32)
+
+
+def _best_per_group(group: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For pairs sorted into groups: positions of each group's best and second best (-1 if none)."""
+    if len(group) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    o = np.argsort(group.astype(np.int64) * 1024 + np.minimum(dist, 1023), kind="stable")  # by group, then distance
+    g = group[o]
+    first = np.r_[True, g[1:] != g[:-1]]
+    best = o[first]
+    nxt = np.nonzero(first)[0] + 1  # sorted position after each group's best
+    has2 = nxt < len(o)
+    has2[has2] = ~first[nxt[has2]]
+    second = np.full(len(best), -1, np.int64)
+    second[has2] = o[nxt[has2]]
+    return best, second
+
+
+def _unique_by(key: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """Positions that keep, for each value of ``key``, the entry with the smallest distance."""
+    if len(key) == 0:
+        return np.zeros(0, np.int64)
+    o = np.argsort(key.astype(np.int64) * 1024 + np.minimum(dist, 1023), kind="stable")  # by key, then distance
+    k = key[o]
+    return o[np.r_[True, k[1:] != k[:-1]]]
+
+
+# ============================================================ search by projection
+def match_by_projection(features: Features, proj_uv: np.ndarray, desc: np.ndarray, radius: np.ndarray | float,
+                        predicted_level: np.ndarray | int = -1, max_dist: float = TH_HIGH, ratio: float = 0.8,
+                        taken: np.ndarray | None = None, proj_ur: np.ndarray | None = None,
+                        rounds: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Match projected map points to keypoints (ORB-SLAM's SearchByProjection, vectorised).
+
+    ``proj_uv`` (M, 2) undistorted pixels, ``desc`` (M, 32) the points' descriptors, ``radius`` (M,)
+    search half-width [px], ``predicted_level`` (M,) octave (candidates within +-1) or -1 for any.
+    ``taken`` (N,) marks keypoints that may not be matched; ``proj_ur`` (M,) predicted right x
+    (or -1): keypoints with ``u_right >= 0`` must then also agree within ``radius``.
+    Each point takes its best keypoint if the distance is <= ``max_dist`` and, when the second
+    best is at the same level, below ``ratio`` times it; a keypoint goes to its closest point. With
+    ``rounds`` > 1 the points that lost their keypoint to a closer point try again among the
+    keypoints still free. Returns ``(point_idx, kp_idx)`` sorted by point.
+    """
+    e = np.zeros(0, np.int64)
+    m = len(proj_uv)
+    if m == 0 or len(features) == 0:
+        return e, e
+    proj_uv = np.asarray(proj_uv, np.float64)
+    radius = np.broadcast_to(np.asarray(radius, np.float64), (m,))
+    level = np.broadcast_to(np.asarray(predicted_level, np.int64), (m,))
+    lo = np.where(level >= 0, level - 1, -1)
+    hi = np.where(level >= 0, level + 1, -1)
+    q, k = features.in_areas(proj_uv[:, 0], proj_uv[:, 1], radius, lo, hi)
+    if taken is not None and len(q):
+        ok = ~np.asarray(taken, bool)[k]
+        q, k = q[ok], k[ok]
+    if proj_ur is not None and len(q):
+        pur = np.broadcast_to(np.asarray(proj_ur, np.float64), (m,))[q]
+        kur = features.u_right[k]
+        ok = (pur < 0) | (kur < 0) | (np.abs(kur - pur) < radius[q])
+        q, k = q[ok], k[ok]
+    if len(q) == 0:
+        return e, e
+    dist = hamming(_as_u8(desc)[q], features.desc[k])
+    # round 1: every point its best keypoint, each keypoint to its closest point; round 2: the
+    # points that lost a keypoint try again among the keypoints still free (often the same corner
+    # detected at another level)
+    won = _pick(q, k, dist, features.octave, max_dist, ratio)
+    for _ in range(rounds - 1):
+        free = np.ones(len(features), bool)
+        free[k[won]] = False
+        done = np.zeros(m, bool)
+        done[q[won]] = True
+        rest = np.nonzero(free[k] & ~done[q])[0]
+        if len(rest) == 0:
+            break
+        more = rest[_pick(q[rest], k[rest], dist[rest], features.octave, max_dist, ratio)]
+        if len(more) == 0:
+            break
+        won = np.concatenate([won, more])
+    won = won[np.argsort(q[won], kind="stable")]
+    return q[won], k[won]
+
+
+def _pick(q: np.ndarray, k: np.ndarray, dist: np.ndarray, octave: np.ndarray, max_dist: float,
+          ratio: float) -> np.ndarray:
+    """Positions of the winning pairs: best per point (distance, ratio test), then closest per keypoint."""
+    best, second = _best_per_group(q, dist)
+    d1 = dist[best]
+    ok = d1 <= max_dist
+    if ratio < 1.0:
+        has2 = second >= 0
+        s = np.where(has2, second, best)
+        same_level = has2 & (octave[k[best]] == octave[k[s]])
+        ok &= ~same_level | (d1 <= ratio * dist[s])
+    best = best[ok]
+    return best[_unique_by(k[best], dist[best])]
+
+
+# ==================================================================== brute force
+def match_descriptors(desc1: np.ndarray, desc2: np.ndarray, max_dist: float = TH_LOW, ratio: float = 0.75,
+                      mutual: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force matches ``(i1, i2)``: nearest neighbour with a ratio test, optionally mutual.
+
+    A match needs distance <= ``max_dist`` and < ``ratio`` x the second nearest; each ``i2`` is
+    used once (closest ``i1`` wins). Sorted by ``i1``.
+    """
+    e = np.zeros(0, np.int64)
+    d1, d2 = _as_u8(desc1), _as_u8(desc2)
+    if len(d1) == 0 or len(d2) == 0:
+        return e, e
+    kk = 2 if len(d2) >= 2 else 1
+    dist, nidx = cv2.batchDistance(d1, d2, cv2.CV_32S, normType=cv2.NORM_HAMMING, K=kk)
+    dist = dist.astype(np.int64)
+    j = nidx[:, 0].astype(np.int64)
+    ok = (j >= 0) & (dist[:, 0] <= max_dist)
+    if kk == 2 and ratio < 1.0:
+        ok &= dist[:, 0] < ratio * dist[:, 1]
+    i1 = np.nonzero(ok)[0]
+    if mutual and len(i1):  # the reverse search only for the descriptors that were chosen
+        cand = np.unique(j[i1])
+        _, back = cv2.batchDistance(d2[cand], d1, cv2.CV_32S, normType=cv2.NORM_HAMMING, K=1)
+        back_of = np.full(len(d2), -1, np.int64)
+        back_of[cand] = back[:, 0]
+        i1 = i1[back_of[j[i1]] == i1]
+    keep = _unique_by(j[i1], dist[i1, 0])
+    i1 = np.sort(i1[keep])
+    return i1, j[i1]
+
+
+def rotation_consistency(angle1: np.ndarray, angle2: np.ndarray, bins: int = 30, keep: int = 3) -> np.ndarray:
+    """Mask of matches whose orientation change falls in the ``keep`` most voted histogram bins.
+
+    As ORB-SLAM: bins of 360/``bins`` degrees; the 2nd and 3rd bins count only with more than
+    a tenth of the votes of the first.
+    """
+    a1 = np.asarray(angle1, np.float64)
+    n = len(a1)
+    if n == 0:
+        return np.zeros(0, bool)
+    rot = np.mod(a1 - np.asarray(angle2, np.float64), 360.0)
+    b = np.rint(rot * (bins / 360.0)).astype(np.int64) % bins
+    counts = np.bincount(b, minlength=bins)
+    top = np.argsort(-counts, kind="stable")[:keep]
+    top = top[(counts[top] > 0) & ((top == top[0]) | (counts[top] >= 0.1 * counts[top[0]]))]
+    return np.isin(b, top)
+
+
+# ============================================================== epipolar search
+def fundamental_from_pose(T_c2_c1: np.ndarray, K1: np.ndarray, K2: np.ndarray | None = None) -> np.ndarray:
+    """F21 with ``x2^T F21 x1 = 0`` for pixels x1 in camera 1 and x2 in camera 2."""
+    K2 = K1 if K2 is None else K2
+    R, t = T_c2_c1[:3, :3], T_c2_c1[:3, 3]
+    tx = np.array([[0.0, -t[2], t[1]], [t[2], 0.0, -t[0]], [-t[1], t[0], 0.0]])
+    return np.linalg.inv(K2).T @ (tx @ R) @ np.linalg.inv(K1)
+
+
+def search_epipolar(f1: Features, f2: Features, T_c2_c1_or_F21: np.ndarray, K: np.ndarray | None = None,
+                    idx1: np.ndarray | None = None, idx2: np.ndarray | None = None,
+                    level_sigma2: np.ndarray | None = None, *, max_dist: float = TH_LOW, ratio: float = 0.6,
+                    chi2: float = 3.84, scale_factor: float = 1.2, check_orientation: bool = True,
+                    epipole_px: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
+    """Matches for triangulation between two keyframes: descriptors constrained to the epipolar line.
+
+    Pass ``T_c2_c1`` (4x4) with ``K`` or ``F21`` (3x3, pixels). ``idx1``/``idx2``: candidate
+    keypoints (e.g. those without a map point; default all). A pair needs the squared distance of
+    keypoint 2 to the epipolar line of keypoint 1 below ``chi2 * level_sigma2[octave2]``, and, when
+    neither keypoint has a depth, keypoint 2 away from the epipole (``epipole_px * sqrt(scale)``);
+    then the best distance <= ``max_dist`` and < ``ratio`` x the second best of keypoint 1, each
+    keypoint 2 once, and consistent orientation changes. Returns global indices ``(i1, i2)``.
+    """
+    e = np.zeros(0, np.int64)
+    idx1 = np.arange(len(f1)) if idx1 is None else np.asarray(idx1)
+    idx2 = np.arange(len(f2)) if idx2 is None else np.asarray(idx2)
+    if idx1.dtype == bool:
+        idx1 = np.nonzero(idx1)[0]
+    if idx2.dtype == bool:
+        idx2 = np.nonzero(idx2)[0]
+    if len(idx1) == 0 or len(idx2) == 0:
+        return e, e
+    M = np.asarray(T_c2_c1_or_F21, np.float64)
+    if M.shape == (4, 4):
+        if K is None:
+            raise ValueError("search_epipolar: a pose needs K")
+        F = fundamental_from_pose(M, K)
+        ep = K @ M[:3, 3]  # camera 1's centre seen from camera 2
+    else:
+        F = M
+        ep = np.linalg.svd(F)[0][:, 2]  # left null vector: F^T e2 = 0
+    if level_sigma2 is None:
+        level_sigma2 = scale_factor ** (2.0 * np.arange(max(int(f2.octave.max(initial=0)) + 1, 1)))
+    sig2 = np.asarray(level_sigma2, np.float64)
+    # epipolar lines l = F x1 scaled to unit normal, so l . x2 is the distance in pixels
+    lines = np.c_[f1.uv_und[idx1], np.ones(len(idx1))] @ F.T
+    lines /= np.maximum(np.hypot(lines[:, 0], lines[:, 1]), 1e-300)[:, None]
+    uv2 = f2.uv_und[idx2]
+    oct2 = f2.octave[idx2]
+    # dense (n1, n2) test in float32 (sub-1e-4 px error), then only the pairs near a line go on
+    dline = lines[:, :2].astype(np.float32) @ uv2.T.astype(np.float32)
+    dline += lines[:, 2:].astype(np.float32)
+    a, b = np.nonzero(np.abs(dline) < np.sqrt(chi2 * sig2[oct2]).astype(np.float32)[None, :])
+    if len(a) and epipole_px > 0 and abs(ep[2]) > 1e-12:
+        e2 = ep[:2] / ep[2]
+        de2 = np.sum((uv2[b] - e2) ** 2, axis=1)
+        mono = (f1.u_right[idx1[a]] < 0) & (f2.u_right[idx2[b]] < 0)
+        keep = ~(mono & (de2 < epipole_px**2 * scale_factor ** oct2[b]))
+        a, b = a[keep], b[keep]
+    if len(a) == 0:
+        return e, e
+    dist = hamming(f1.desc[idx1[a]], f2.desc[idx2[b]])
+    best, second = _best_per_group(a, dist)
+    d1 = dist[best]
+    d2 = np.where(second >= 0, dist[np.maximum(second, 0)], _BIG)
+    best = best[(d1 <= max_dist) & (d1 < ratio * d2)]
+    best = best[_unique_by(b[best], dist[best])]
+    i1, i2 = idx1[a[best]], idx2[b[best]]
+    if check_orientation and len(i1):
+        m = rotation_consistency(f1.angle[i1], f2.angle[i2])
+        i1, i2 = i1[m], i2[m]
+    o = np.argsort(i1, kind="stable")
+    return i1[o], i2[o]

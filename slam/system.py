@@ -1,0 +1,94 @@
+"""The SLAM system: one map, the tracking step per frame and the local mapping thread (ORB-SLAM's System).
+
+    system = System(sequence.camera, "rgbd", SlamConfig(), stereo=sequence.stereo)
+    for frame in sequence:
+        result = system.process(frame)      # tracking, in the caller's thread
+    system.shutdown()                       # drains local mapping
+    system.trajectory()                     # T_w_c of every tracked frame, after BA corrections
+
+Each frame's pose is kept relative to its reference keyframe, so corrections
+that local BA makes to keyframes carry over to the frames between them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from slam.config import SlamConfig
+from slam.geometry import PinholeCamera, inv_pose
+from slam.local_mapping import LocalMapper
+from slam.map import Map
+from slam.records import Frame, StereoRig
+from slam.tracking import FrameResult, State, Tracker
+from slam.trajectory import Trajectory
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _FrameRecord:
+    index: int
+    timestamp: float
+    ref_kf_id: int
+    T_c_ref: np.ndarray  # frame pose relative to its reference keyframe
+
+
+class System:
+    def __init__(self, camera: PinholeCamera, mode: str, cfg: SlamConfig | None = None,
+                 stereo: StereoRig | None = None, threaded: bool = True):
+        self.cfg = cfg or SlamConfig()
+        self.mode = mode
+        self.camera = camera
+        self.map = Map()
+        self.threaded = threaded
+        self.tracker = Tracker(camera, mode, self.map, self.cfg, stereo=stereo,
+                               insert_keyframe=self._insert_keyframe, mapper_idle=self._mapper_idle)
+        self.mapper = LocalMapper(self.map, camera, mode, self.cfg, self.tracker.extractor, self.tracker.bf,
+                                  self.tracker.disp_inv_sigma2)
+        if threaded:
+            self.mapper.start()
+        self.records: list[_FrameRecord] = []
+        self.results: list[FrameResult] = []
+
+    def _insert_keyframe(self, kf) -> bool:
+        if self.threaded:
+            return self.mapper.insert(kf)
+        self.mapper.process(kf)  # single-threaded (tests, debugging): map synchronously
+        return True
+
+    def _mapper_idle(self) -> bool:
+        return self.mapper.idle() if self.threaded else True
+
+    def process(self, frame: Frame) -> FrameResult:
+        res = self.tracker.track(frame)
+        self.results.append(res)
+        if res.state == State.OK and self.tracker.ref_kf is not None:
+            ref = self.tracker.ref_kf
+            T_c_w = inv_pose(res.T_w_c)
+            self.records.append(_FrameRecord(frame.index, frame.timestamp, ref.id, T_c_w @ ref.T_w_c))
+        return res
+
+    def shutdown(self) -> None:
+        if self.threaded:
+            self.mapper.stop(drain=True)
+
+    # ---------------------------------------------------------------- outputs
+    def trajectory(self) -> Trajectory:
+        """``T_w_c`` of every tracked frame, through its reference keyframe's current pose."""
+        with self.map.lock:
+            poses = [self._kf_T_w_c(r.ref_kf_id) @ inv_pose(r.T_c_ref) for r in self.records]
+        return Trajectory(np.array([r.timestamp for r in self.records]), np.array(poses).reshape(-1, 4, 4))
+
+    def _kf_T_w_c(self, kf_id: int) -> np.ndarray:
+        """Current pose of a keyframe; a culled one follows its parent by the relative pose it had."""
+        return inv_pose(self.map.keyframe_pose(kf_id))
+
+    def keyframe_trajectory(self) -> Trajectory:
+        return self.map.keyframe_trajectory()
+
+    def lost_frames(self) -> list[int]:
+        """Frames tracking lost (not those before the first map was initialised)."""
+        return [r.index for r in self.results if r.state == State.LOST]

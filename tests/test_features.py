@@ -1,0 +1,244 @@
+"""ORB extraction, grid area queries, RGB-D depth and stereo matching on rendered synthetic frames."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from slam.features import (
+    FeatureConfig,
+    FeatureExtractor,
+    Features,
+    image_to_level,
+    level_sizes,
+    level_to_image,
+    match_stereo,
+    set_depth_from_map,
+)
+from slam.geometry.camera import PinholeCamera
+from slam.synth import SynthSequence, preset
+
+
+@pytest.fixture(scope="module")
+def synth():
+    """Frame 0 of a 640x480 synthetic sequence: noisy left/right images and exact depth."""
+    cfg = dataclasses.replace(preset("tiny"), width=640, height=480, fx=525.0, fy=525.0, cx=319.5, cy=239.5,
+                              num_frames=10, fps=30.0)
+    seq = SynthSequence(cfg)
+    clean = SynthSequence(dataclasses.replace(cfg, noise=False), scene=seq.scene)
+    f = seq.render_frame(0)
+    gray = cv2.cvtColor(f.rgb, cv2.COLOR_RGB2GRAY)
+    right = cv2.cvtColor(f.right, cv2.COLOR_RGB2GRAY)
+    depth = clean.render_frame(0, with_right=False).depth
+    return seq.camera, gray, right, depth, cfg.stereo_baseline
+
+
+def _timed(fn, n=15):
+    fn()
+    ts = []
+    for _ in range(n):
+        t = time.perf_counter()
+        out = fn()
+        ts.append(time.perf_counter() - t)
+    return out, 1e3 * min(ts), 1e3 * float(np.median(ts))
+
+
+def _cells(uv, w=640, h=480, nx=8, ny=6):
+    c = np.zeros((ny, nx), int)
+    np.add.at(c, (np.clip(uv[:, 1] * ny // h, 0, ny - 1).astype(int), np.clip(uv[:, 0] * nx // w, 0, nx - 1).astype(int)), 1)
+    return c
+
+
+# ------------------------------------------------------------------ extraction
+def test_extract_count_spread_and_layout(synth):
+    cam, gray, *_ = synth
+    cfg = FeatureConfig()
+    ex = FeatureExtractor(cfg, cam)
+    f, t_min, t_med = _timed(lambda: ex.extract(gray))
+    print(f"\nextract 640x480, {len(f)} keypoints: min {t_min:.2f} ms, median {t_med:.2f} ms (threshold {ex.threshold})")
+    n = len(f)
+    assert 0.95 * cfg.n_features <= n <= cfg.n_features
+    assert f.uv.shape == (n, 2) and f.uv.dtype == np.float64
+    assert f.desc.shape == (n, 32) and f.desc.dtype == np.uint8 and f.desc.flags.c_contiguous
+    assert f.octave.dtype == np.int32 and f.angle.dtype == np.float32
+    assert np.all(f.depth == 0) and np.all(f.u_right == -1)
+    assert np.allclose(f.uv_und, f.uv)  # no distortion
+    assert cam.in_image(f.uv).all()
+    # spread: (nearly) every cell of an 8 x 6 grid holds keypoints; no cell hoards them
+    cells = _cells(f.uv)
+    assert np.count_nonzero(cells) >= 46
+    assert cells.max() < 0.08 * n
+    # the pyramid is used with ORB-SLAM's geometric split over levels
+    counts = np.bincount(f.octave, minlength=cfg.n_levels)
+    assert len(counts) == cfg.n_levels
+    assert np.allclose(counts, ex.quotas, rtol=0.1, atol=3)
+    assert np.allclose(ex.scale_factors, 1.2 ** np.arange(8))
+    assert np.allclose(ex.level_sigma2, 1.2 ** (2 * np.arange(8)))
+    assert np.allclose(ex.inv_level_sigma2 * ex.level_sigma2, 1.0)
+
+
+def test_keypoints_at_coarse_levels_sit_on_pixel_centres(synth):
+    """Rotating the image by 180 degrees must move every keypoint to (W-1-u, H-1-v) at each level.
+
+    This holds only if level coordinates are mapped to the image with the pyramid's pixel-centre
+    convention; cv2.ORB's own ``x_l * scale^l`` is off by up to ~2 px at the coarsest level.
+    """
+    cam, gray, *_ = synth
+    ex = FeatureExtractor(FeatureConfig(fallback_cell_px=0, adaptive_threshold=False), cam)
+    a = ex.extract(gray)
+    b = ex.extract(np.ascontiguousarray(gray[::-1, ::-1]))
+    b_back = np.array([639.0, 479.0]) - b.uv
+    for lv in (3, 5, 7):
+        pa, pb = a.uv[a.octave == lv], b_back[b.octave == lv]
+        d = np.linalg.norm(pa[:, None] - pb[None], axis=2).min(axis=1)
+        close = d[d < 3.0]
+        assert len(close) > 0.5 * len(pa)
+        assert np.median(close) < 0.05, (lv, np.median(close))
+
+
+def test_level_coordinate_round_trip():
+    sizes = level_sizes(640, 480, 1.2, 8)
+    assert tuple(sizes[0]) == (640, 480) and tuple(sizes[7]) == (179, 134)
+    rng = np.random.default_rng(1)
+    uv = rng.uniform(0, 100, (50, 2))
+    oc = rng.integers(0, 8, 50)
+    assert np.allclose(image_to_level(level_to_image(uv, oc, sizes, 640, 480), oc, sizes, 640, 480), uv)
+    assert np.allclose(level_to_image(uv, np.zeros(50, int), sizes, 640, 480), uv)
+
+
+def test_adaptive_threshold_keeps_the_same_keypoints(synth):
+    cam, gray, *_ = synth
+    fixed = FeatureExtractor(FeatureConfig(adaptive_threshold=False), cam).extract(gray)
+    ex = FeatureExtractor(FeatureConfig(adaptive_threshold=True), cam)
+    ex.extract(gray)
+    assert ex.threshold > 20  # rich texture: raised for the next frame
+    adapted = ex.extract(gray)
+    same = np.linalg.norm(fixed.uv[:, None] - adapted.uv[None], axis=2).min(axis=1) < 1e-6
+    assert same.mean() > 0.95
+
+
+def test_fallback_finds_corners_in_low_contrast_cells(synth):
+    cam, gray, *_ = synth
+    img = gray.astype(np.float32)
+    img[:, 320:] = 128 + (img[:, 320:] - 128) * 0.12  # right half: contrast too low for FAST at 20
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    without = FeatureExtractor(FeatureConfig(fallback_cell_px=0), cam).extract(img)
+    with_fb = FeatureExtractor(FeatureConfig(fallback_cell_px=80), cam).extract(img)
+    right_cells = lambda f: np.count_nonzero(_cells(f.uv)[:, 4:])
+    assert right_cells(with_fb) > right_cells(without)
+    assert right_cells(with_fb) >= 20
+    assert len(with_fb) >= 0.95 * 1000
+
+
+def test_undistorted_coordinates_with_distortion(synth):
+    _, gray, *_ = synth
+    cam = PinholeCamera(640, 480, 517.3, 516.5, 318.6, 255.3, (0.2624, -0.9531, -0.0054, 0.0026, 1.1633))
+    f = FeatureExtractor(FeatureConfig(), cam).extract(gray)
+    assert np.abs(f.uv_und - cam.undistort_points(f.uv)).max() < 2e-3
+    assert np.abs(f.uv_und - f.uv).max() > 1.0
+
+
+def test_extract_accepts_rgb_and_blank_images(synth):
+    cam, gray, *_ = synth
+    ex = FeatureExtractor(FeatureConfig(), cam)
+    rgb = np.repeat(gray[:, :, None], 3, axis=2)
+    assert len(ex.extract(rgb)) > 900
+    blank = ex.extract(np.full((480, 640), 90, np.uint8))
+    assert len(blank) == 0 and blank.desc.shape == (0, 32)
+    assert len(blank.in_area(100.0, 100.0, 10.0)) == 0
+
+
+# ------------------------------------------------------------------ area queries
+def _random_features(n=3000, seed=0):
+    rng = np.random.default_rng(seed)
+    uv = rng.uniform([-5, -5], [645, 485], (n, 2))
+    f = Features(uv, uv.copy(), rng.integers(0, 8, n).astype(np.int32), np.zeros(n, np.float32),
+                 rng.integers(0, 256, (n, 32), dtype=np.uint8))
+    f.build_grid(640, 480)
+    return f
+
+
+def test_in_area_matches_brute_force():
+    f = _random_features()
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        u, v = rng.uniform(-20, 660), rng.uniform(-20, 500)
+        r = rng.uniform(0.5, 40)
+        lo, hi = (int(x) for x in np.sort(rng.integers(-1, 8, 2)))
+        got = f.in_area(u, v, r, lo, hi)
+        ok = (np.abs(f.uv_und[:, 0] - u) < r) & (np.abs(f.uv_und[:, 1] - v) < r)
+        if lo >= 0:
+            ok &= f.octave >= lo
+        if hi >= 0:
+            ok &= f.octave <= hi
+        assert np.array_equal(got, np.nonzero(ok)[0])
+
+
+def test_in_areas_batch_equals_single_queries():
+    f = _random_features(seed=2)
+    rng = np.random.default_rng(3)
+    m = 300
+    u, v, r = rng.uniform(0, 640, m), rng.uniform(0, 480, m), rng.uniform(1, 20, m)
+    lo = rng.integers(-1, 4, m)
+    hi = np.where(rng.random(m) < 0.5, -1, lo + 2)
+    q, k = f.in_areas(u, v, r, lo, hi)
+    assert np.all(np.diff(q) >= 0)
+    for i in range(0, m, 7):
+        assert np.array_equal(np.sort(k[q == i]), f.in_area(u[i], v[i], r[i], int(lo[i]), int(hi[i])))
+    # invalid queries give nothing; the grid builds itself if nobody built it
+    g = Features(f.uv, f.uv_und, f.octave, f.angle, f.desc)
+    q2, _ = g.in_areas(np.array([np.nan, 100.0]), np.array([10.0, 100.0]), np.array([5.0, 0.0]))
+    assert len(q2) == 0
+
+
+# ------------------------------------------------------------------ RGB-D
+def test_set_depth_from_map():
+    uv = np.array([[10.4, 20.6], [30.0, 5.0], [-3.0, 4.0], [50.2, 60.0], [639.4, 479.4]])
+    und = uv + 0.25
+    f = Features(uv, und, np.zeros(5, np.int32), np.zeros(5, np.float32), np.zeros((5, 32), np.uint8))
+    depth = np.zeros((480, 640), np.float32)
+    depth[21, 10] = 2.0
+    depth[5, 30] = 0.0  # invalid
+    depth[60, 50] = np.nan
+    depth[479, 639] = 4.0
+    ok = set_depth_from_map(f, depth, bf=40.0)
+    assert ok.tolist() == [True, False, False, False, True]
+    assert np.allclose(f.depth, [2.0, 0, 0, 0, 4.0])
+    assert np.allclose(f.u_right, [und[0, 0] - 20.0, -1, -1, -1, und[4, 0] - 10.0])
+
+
+# ------------------------------------------------------------------ stereo
+def test_match_stereo_depth_against_ground_truth(synth):
+    cam, gray, right_gray, depth, baseline = synth
+    bf = cam.fx * baseline
+    left = FeatureExtractor(FeatureConfig(), cam).extract(gray)
+    right = FeatureExtractor(FeatureConfig(), cam).extract(right_gray)
+    for images in (False, True):
+        args = (gray, right_gray) if images else (None, None)
+        il, t_min, t_med = _timed(lambda args=args: match_stereo(left, right, cam, bf, *args))
+        gt = depth[np.rint(left.uv[il, 1]).astype(int), np.rint(left.uv[il, 0]).astype(int)]
+        rel = np.abs(left.depth[il] - gt) / gt
+        print(f"\nmatch_stereo (sub-pixel: {images}): {len(il)} depths, median rel. error {np.median(rel):.4f}, "
+              f"min {t_min:.2f} ms, median {t_med:.2f} ms")
+        assert len(il) > 0.5 * len(left)
+        assert np.all(left.depth[il] > 0) and np.all(left.u_right[il] < left.uv_und[il, 0])
+        assert np.allclose(left.u_right[il], left.uv_und[il, 0] - bf / left.depth[il])
+        others = np.setdiff1d(np.arange(len(left)), il)
+        assert np.all(left.depth[others] == 0) and np.all(left.u_right[others] == -1)
+        if images:
+            assert np.median(rel) < 0.01
+            assert np.mean(rel > 0.05) < 0.02
+        else:
+            assert np.median(rel) < 0.05
+            assert np.mean(rel > 0.25) < 0.05
+
+
+def test_match_stereo_without_right_keypoints(synth):
+    cam, gray, *_ = synth
+    left = FeatureExtractor(FeatureConfig(), cam).extract(gray)
+    assert len(match_stereo(left, Features.empty(), cam, 50.0)) == 0
+    assert np.all(left.depth == 0) and np.all(left.u_right == -1)

@@ -1,0 +1,272 @@
+"""Descriptor matching: Hamming distances, search by projection, brute force, orientation check, epipolar search."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from slam.features import FeatureConfig, FeatureExtractor, Features, set_depth_from_map
+from slam.matching import (
+    TH_HIGH,
+    TH_LOW,
+    fundamental_from_pose,
+    hamming,
+    hamming_matrix,
+    match_by_projection,
+    match_descriptors,
+    rotation_consistency,
+    search_epipolar,
+)
+from slam.synth import SynthSequence, preset
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """Frames 0 and 3 (0.1 s apart) of a 640x480 synthetic sequence: noisy images, exact depth, true poses."""
+    cfg = dataclasses.replace(preset("tiny"), width=640, height=480, fx=525.0, fy=525.0, cx=319.5, cy=239.5,
+                              num_frames=10, fps=30.0)
+    seq = SynthSequence(cfg)
+    clean = SynthSequence(dataclasses.replace(cfg, noise=False), scene=seq.scene)
+    ex = FeatureExtractor(FeatureConfig(), seq.camera)
+    out = {}
+    for i in (0, 3):
+        f = seq.render_frame(i, with_right=False)
+        feats = ex.extract(cv2.cvtColor(f.rgb, cv2.COLOR_RGB2GRAY))
+        out[i] = (feats, clean.render_frame(i, with_right=False).depth, f.T_w_c)
+    return seq.camera, ex, out
+
+
+def _timed(fn, n=20):
+    fn()
+    ts = []
+    for _ in range(n):
+        t = time.perf_counter()
+        out = fn()
+        ts.append(time.perf_counter() - t)
+    return out, 1e3 * min(ts), 1e3 * float(np.median(ts))
+
+
+def _project_0_to_3(camera, pair_data):
+    """Frame-0 keypoints moved into frame 3 with the true depth and poses: pixels, depth in 3, visible mask."""
+    (f0, d0, T0), (_, d3, T3) = pair_data[0], pair_data[3]
+    has_depth = set_depth_from_map(f0, d0, 0.0)
+    X0 = camera.unproject(f0.uv, f0.depth)
+    T30 = np.linalg.inv(T3) @ T0
+    X3 = X0 @ T30[:3, :3].T + T30[:3, 3]
+    uv3, front = camera.project(X3)
+    vis = has_depth & front & camera.in_image(uv3, margin=20)  # keypoints are not found closer to the border
+    ui = np.clip(np.rint(uv3[:, 0]).astype(int), 0, camera.width - 1)
+    vi = np.clip(np.rint(uv3[:, 1]).astype(int), 0, camera.height - 1)
+    vis &= np.abs(d3[vi, ui] - X3[:, 2]) < 0.03 * X3[:, 2]  # not occluded in frame 3
+    return uv3, X3[:, 2], vis, T30
+
+
+# ------------------------------------------------------------------ distances
+def test_hamming_against_naive_bit_count():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (500, 32), dtype=np.uint8)
+    b = rng.integers(0, 256, (500, 32), dtype=np.uint8)
+    naive = np.unpackbits(a ^ b, axis=1).sum(axis=1)
+    assert np.array_equal(hamming(a, b), naive)
+    assert np.array_equal(hamming(a, b[0]), np.unpackbits(a ^ b[0], axis=1).sum(axis=1))
+    assert hamming(a[3], b[3]) == naive[3]
+    assert np.array_equal(hamming(a[:, :5], b[:, :5]), np.unpackbits(a[:, :5] ^ b[:, :5], axis=1).sum(axis=1))
+    D = hamming_matrix(a[:70], b[:90])
+    assert D.shape == (70, 90) and D.dtype == np.int32
+    assert np.array_equal(D, np.unpackbits(a[:70, None] ^ b[None, :90], axis=2).sum(axis=2))
+    assert hamming_matrix(a[:0], b).shape == (0, 500)
+    A = rng.integers(0, 256, (1000, 32), dtype=np.uint8)
+    _, t_min, _ = _timed(lambda: hamming_matrix(A, A), n=5)
+    print(f"\nhamming_matrix 1000 x 1000: min {t_min:.2f} ms")
+
+
+# ------------------------------------------------------------------ search by projection
+def test_match_by_projection_against_ground_truth(pair):
+    camera, ex, data = pair
+    f0, f3 = data[0][0], data[3][0]
+    uv3, z3, vis, _ = _project_0_to_3(camera, data)
+    idx = np.nonzero(vis)[0]
+    assert len(idx) > 400
+    # predicted level from the change of distance, radius of 3 px at that level (as ORB-SLAM)
+    level = np.clip(np.rint(f0.octave[idx] + np.log(f0.depth[idx] / z3[idx]) / np.log(ex.scale_factor)),
+                    0, ex.n_levels - 1).astype(int)
+    (p, k), t_min, t_med = _timed(
+        lambda: match_by_projection(f3, uv3[idx], f0.desc[idx], 3.0 * ex.scale_factors[level], level))
+    err = np.linalg.norm(f3.uv_und[k] - uv3[idx[p]], axis=1)
+    print(f"\nmatch_by_projection {len(idx)} points x {len(f3)} keypoints: {len(p)} matches "
+          f"({len(p) / len(idx):.0%}), {np.mean(err < 2):.0%} within 2 px; min {t_min:.2f} ms, median {t_med:.2f} ms")
+    assert len(p) >= 0.5 * len(idx)
+    assert np.mean(err < 2.0) >= 0.8
+    assert len(np.unique(k)) == len(k) and len(np.unique(p)) == len(p)
+    assert np.all(np.diff(p) > 0)
+
+
+def test_match_by_projection_timing_1000_by_1000(pair):
+    _, ex, data = pair
+    f3 = data[3][0]
+    rng = np.random.default_rng(0)
+    uv = f3.uv_und + rng.normal(0, 1.0, f3.uv_und.shape)
+    desc = f3.desc.copy()
+    flip = rng.integers(0, 32, len(desc))
+    desc[np.arange(len(desc)), flip] ^= 0x11  # a few bits differ
+    (p, k), t_min, t_med = _timed(lambda: match_by_projection(f3, uv, desc, 4.0 * ex.scale_factors[f3.octave],
+                                                               f3.octave))
+    print(f"\nmatch_by_projection {len(uv)} x {len(f3)}: {len(p)} matches, min {t_min:.2f} ms, median {t_med:.2f} ms")
+    assert np.mean(p == k) > 0.95 and len(p) > 0.9 * len(uv)
+
+
+def _toy_features(uv, octave, desc, u_right=None):
+    uv = np.asarray(uv, float)
+    f = Features(uv, uv.copy(), np.asarray(octave, np.int32), np.zeros(len(uv), np.float32),
+                 np.asarray(desc, np.uint8), u_right=None if u_right is None else np.asarray(u_right, float))
+    f.build_grid(640, 480)
+    return f
+
+
+def test_match_by_projection_rules():
+    rng = np.random.default_rng(5)
+    base = rng.integers(0, 256, (4, 32), dtype=np.uint8)
+    near = base.copy()
+    near[:, 0] ^= 0x0F  # 4 bits away
+    far = base.copy()
+    far[:, :4] ^= 0xFF  # 32 bits away
+    # keypoints 0/1 at (100,100) (levels 0 and 1), keypoint 2 at (300,200) level 2, keypoint 3 at (500,400)
+    f = _toy_features([[100, 100], [101, 100], [300, 200], [500, 400]], [0, 1, 2, 0],
+                      [base[0], near[0], base[2], base[3]], u_right=[-1, -1, 280, 480])
+    e = np.zeros(0, int)
+    # the best keypoint in the window wins
+    p, k = match_by_projection(f, [[100.5, 100.2]], [base[0]], [3.0], [-1])
+    assert (p.tolist(), k.tolist()) == ([0], [0])
+    # second best at a different level: no ratio test; at the same level: ratio test rejects
+    p, k = match_by_projection(f, [[100.5, 100.2]], [near[0]], [3.0], -1, ratio=0.8)
+    assert k.tolist() == [1]
+    f_same = _toy_features([[100, 100], [101, 100]], [0, 0], [base[0], near[0]])
+    assert len(match_by_projection(f_same, [[100.5, 100.2]], [base[0]], [3.0], -1, ratio=0.8)[0]) == 1
+    other = base[0].copy()
+    other[0] ^= 0x01
+    amb = base[0].copy()
+    amb[1] ^= 0xFF  # 8 bits from keypoint 0, 9 from keypoint 1: too close a call
+    f_amb = _toy_features([[100, 100], [101, 100]], [0, 0], [base[0], other])
+    assert len(match_by_projection(f_amb, [[100.5, 100.2]], [amb], [3.0], -1, ratio=0.8)[0]) == 0
+    assert len(match_by_projection(f_amb, [[100.5, 100.2]], [amb], [3.0], -1, ratio=1.0)[0]) == 1
+    # predicted level window, radius, max distance, taken
+    assert match_by_projection(f, [[300, 200]], [base[2]], [3.0], [0])[1].tolist() == []
+    assert match_by_projection(f, [[300, 200]], [base[2]], [3.0], [3])[1].tolist() == [2]
+    assert match_by_projection(f, [[305, 200]], [base[2]], [3.0], [-1])[1].tolist() == []
+    assert match_by_projection(f, [[300, 200]], [far[2]], [3.0], -1, max_dist=20)[1].tolist() == []
+    taken = np.array([False, False, True, False])
+    assert match_by_projection(f, [[300, 200]], [base[2]], [3.0], -1, taken=taken)[1].tolist() == []
+    # predicted right coordinate must agree where both are known
+    assert match_by_projection(f, [[300, 200]], [base[2]], [3.0], -1, proj_ur=[281.0])[1].tolist() == [2]
+    assert match_by_projection(f, [[300, 200]], [base[2]], [3.0], -1, proj_ur=[270.0])[1].tolist() == []
+    assert match_by_projection(f, [[300, 200]], [base[2]], [3.0], -1, proj_ur=[-1.0])[1].tolist() == [2]
+    # two points want keypoint 3: the closer descriptor wins it, the other one gets nothing else nearby
+    p, k = match_by_projection(f, [[500, 400], [501, 401]], [near[3], base[3]], [3.0, 3.0], -1)
+    assert (p.tolist(), k.tolist()) == ([1], [3])
+    # ... and when there is another candidate, the loser takes it in the second round
+    p, k = match_by_projection(f, [[100, 100], [100.5, 100]], [base[0], base[0]], [3.0, 3.0], -1)
+    assert sorted(k.tolist()) == [0, 1]
+    assert match_by_projection(f, [[100, 100], [100.5, 100]], [base[0], base[0]], [3.0, 3.0], -1,
+                               rounds=1)[1].tolist() == [0]
+    # nothing to do
+    assert match_by_projection(f, np.zeros((0, 2)), np.zeros((0, 32), np.uint8), np.zeros(0), -1)[0].tolist() == []
+    assert match_by_projection(Features.empty(), [[1.0, 1.0]], [base[0]], [3.0], -1)[0].tolist() == e.tolist()
+
+
+# ------------------------------------------------------------------ brute force and orientation
+def test_match_descriptors_recovers_a_permutation():
+    rng = np.random.default_rng(2)
+    d1 = rng.integers(0, 256, (300, 32), dtype=np.uint8)
+    perm = rng.permutation(300)
+    d2 = d1[perm].copy()
+    d2[:, 5] ^= 0x21  # 2 bits of noise
+    d2 = np.vstack([d2, rng.integers(0, 256, (200, 32), dtype=np.uint8)])  # distractors
+    i1, i2 = match_descriptors(d1, d2)
+    assert len(i1) == 300 and np.all(np.diff(i1) > 0)
+    assert np.array_equal(perm[i2], i1)
+    # a descriptor present twice in desc2 fails the ratio test
+    d3 = np.vstack([d1[:1], d1[:1], d1[1:50]])
+    i1, i2 = match_descriptors(d1[:50], d3)
+    assert 0 not in i1 and len(i1) == 49
+    # threshold
+    assert len(match_descriptors(d1[:10], d2[:0])[0]) == 0
+    far = d1[:10] ^ np.uint8(0xFF)
+    assert len(match_descriptors(d1[:10], far, max_dist=TH_LOW)[0]) == 0
+    assert TH_LOW < TH_HIGH
+
+
+def test_match_descriptors_on_frames_with_rotation_check(pair):
+    camera, _, data = pair
+    f0, f3 = data[0][0], data[3][0]
+    (i0, i3), t_min, _ = _timed(lambda: match_descriptors(f0.desc, f3.desc), n=5)
+    keep = rotation_consistency(f0.angle[i0], f3.angle[i3])
+    i0, i3 = i0[keep], i3[keep]
+    uv3, _, vis, _ = _project_0_to_3(camera, data)
+    ok = vis[i0]
+    err = np.linalg.norm(f3.uv_und[i3[ok]] - uv3[i0[ok]], axis=1)
+    print(f"\nmatch_descriptors 1000 x 1000: {len(i0)} matches, {np.mean(err < 3):.0%} true; min {t_min:.2f} ms")
+    assert len(i0) > 150 and np.mean(err < 3.0) > 0.9
+
+
+def test_rotation_consistency_rejects_planted_matches():
+    rng = np.random.default_rng(3)
+    a1 = rng.uniform(0, 360, 300)
+    good = np.mod(a1 - 7.0 + rng.normal(0, 2.0, 300), 360)  # the image turned by ~7 degrees
+    wrong = rng.uniform(0, 360, 60)
+    a2 = np.concatenate([good, wrong])
+    keep = rotation_consistency(np.concatenate([a1, rng.uniform(0, 360, 60)]), a2)
+    assert keep[:300].mean() > 0.97
+    assert keep[300:].mean() < 0.25
+    assert rotation_consistency(np.zeros(0), np.zeros(0)).shape == (0,)
+
+
+# ------------------------------------------------------------------ epipolar search
+def test_fundamental_from_pose():
+    rng = np.random.default_rng(4)
+    K = np.array([[500.0, 0, 320], [0, 510, 240], [0, 0, 1]])
+    from slam.geometry.se3 import make_pose
+
+    ang = rng.normal(0, 0.1, 3)
+    R = cv2.Rodrigues(ang)[0]
+    T21 = make_pose(R, [0.3, -0.1, 0.05])
+    X1 = rng.uniform([-2, -2, 3], [2, 2, 8], (50, 3))
+    X2 = X1 @ R.T + T21[:3, 3]
+    x1 = np.c_[(X1[:, :2] / X1[:, 2:]) @ K[:2, :2].T + K[:2, 2], np.ones(50)]
+    x2 = np.c_[(X2[:, :2] / X2[:, 2:]) @ K[:2, :2].T + K[:2, 2], np.ones(50)]
+    F = fundamental_from_pose(T21, K)
+    lines = x1 @ F.T
+    d = np.abs(np.sum(lines * x2, axis=1)) / np.hypot(lines[:, 0], lines[:, 1])
+    assert d.max() < 1e-6
+
+
+def test_search_epipolar_finds_true_correspondences(pair):
+    camera, ex, data = pair
+    f0, f3 = data[0][0], data[3][0]
+    uv3, _, vis, T30 = _project_0_to_3(camera, data)
+    free0 = np.arange(0, len(f0))
+    free3 = np.arange(0, len(f3))
+    (i0, i3), t_min, t_med = _timed(
+        lambda: search_epipolar(f0, f3, T30, camera.K, free0, free3, ex.level_sigma2), n=5)
+    print(f"\nsearch_epipolar {len(f0)} x {len(f3)}: {len(i0)} pairs, min {t_min:.2f} ms, median {t_med:.2f} ms")
+    assert len(i0) > 100
+    assert len(np.unique(i3)) == len(i3)
+    # every pair is within the chi-square band of its epipolar line
+    F = fundamental_from_pose(T30, camera.K)
+    lines = np.c_[f0.uv_und[i0], np.ones(len(i0))] @ F.T
+    d = np.abs(np.sum(lines * np.c_[f3.uv_und[i3], np.ones(len(i3))], axis=1)) / np.hypot(lines[:, 0], lines[:, 1])
+    assert np.all(d**2 < 3.84 * ex.level_sigma2[f3.octave[i3]] + 1e-6)
+    # and the pairs are the same scene points (checked with the true depth)
+    ok = vis[i0]
+    err = np.linalg.norm(f3.uv_und[i3[ok]] - uv3[i0[ok]], axis=1)
+    assert ok.sum() > 80 and np.mean(err < 3.0) > 0.9
+    # the fundamental matrix gives the same answer; candidate subsets are respected
+    j0, j3 = search_epipolar(f0, f3, F, None, free0, free3, ex.level_sigma2)
+    assert np.array_equal(j0, i0) and np.array_equal(j3, i3)
+    sub0, sub3 = free0[::2], free3[1::2]
+    k0, k3 = search_epipolar(f0, f3, T30, camera.K, sub0, sub3, ex.level_sigma2)
+    assert np.all(np.isin(k0, sub0)) and np.all(np.isin(k3, sub3))
+    assert len(search_epipolar(f0, f3, T30, camera.K, free0[:0], free3)[0]) == 0
