@@ -127,6 +127,7 @@ def _write_outputs(args, seq, system: System, mode: str, n: int, skipped: list, 
         "tracking_fps": float(1e3 / np.median(ms)) if len(ms) else None,
         "wall_s": wall,
         "outputs": ["trajectory.txt", "keyframes.txt", "map.npz", "summary.json"],
+        "config": system.cfg.to_dict(),
     }
     summary["evaluation"] = _evaluate(seq, traj, mode)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
