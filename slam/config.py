@@ -34,8 +34,9 @@ class TrackingConfig:
     max_local_keyframes: int = 40  # covisible keyframes whose points form the local map
     kf_max_frames: int = 30  # a keyframe at least every this many frames (about 1 s)
     kf_min_frames: int = 0  # ... and never more often than this
-    kf_tracked_ratio: float = 0.75  # insert when tracked points fall below this share of the reference KF's
+    kf_tracked_ratio: float = 0.5  # insert when tracked points fall below this share of the reference KF's (ORB-SLAM: 0.75)
     kf_tracked_ratio_mono: float = 0.9
+    kf_ref_min_obs: int = 1  # reference keyframe points counted for that share: those seen by this many keyframes
     new_points_min: int = 100  # stereo/RGB-D keyframes add at least this many close points from depth
     depth_noise_k: float = 0.003  # RGB-D depth noise sigma = k * z^2 metres (Kinect v1 ~0.0016); weights the depth term
     lost_frames_reset: int = 5  # after this many lost frames a new map is started (stereo/RGB-D)

@@ -121,15 +121,19 @@ class LocalMapper:
         self.timings_ms.append((time.perf_counter() - t0) * 1e3)
 
     def _attach(self, kf: KeyFrame) -> None:
+        ids = kf.point_ids[kf.point_ids >= 0]
+        for chunk in _chunks(ids):  # the lock is released between chunks so tracking never waits long
+            with self.map.lock:
+                for pid in chunk:
+                    p = self.map.points.get(int(pid))
+                    if p is None or p.bad:
+                        continue
+                    if p.first_kf_id == kf.id:
+                        self.recent_points.append(p.id)
+                    if len(p.observations) > 1:  # a new point's normal and descriptor are its creator's
+                        p.update_normal_and_depth(self.map)
+                        p.compute_distinctive_descriptor(self.map)
         with self.map.lock:
-            for pid in kf.point_ids[kf.point_ids >= 0]:
-                p = self.map.points.get(int(pid))
-                if p is None or p.bad:
-                    continue
-                p.update_normal_and_depth(self.map)
-                p.compute_distinctive_descriptor(self.map)
-                if p.first_kf_id == kf.id:
-                    self.recent_points.append(p.id)
             kf.update_connections(self.map)
 
     def _cull_points(self, kf: KeyFrame) -> None:
@@ -271,11 +275,15 @@ class LocalMapper:
                     self.map.replace_point(drop, keep)
                 elif kf.id not in p.observations:
                     self.map.associate(kf, int(b), p)
-            for pid in kf.point_ids[kf.point_ids >= 0]:
-                p = self.map.points.get(int(pid))
-                if p is not None and not p.bad:
-                    p.update_normal_and_depth(self.map)
-                    p.compute_distinctive_descriptor(self.map)
+            touched = {int(kf.point_ids[b]) for b in k_i if kf.point_ids[b] >= 0}
+        for chunk in _chunks(np.array(sorted(touched), np.int64)):
+            with self.map.lock:
+                for pid in chunk:
+                    p = self.map.points.get(int(pid))
+                    if p is not None and not p.bad:
+                        p.update_normal_and_depth(self.map)
+                        p.compute_distinctive_descriptor(self.map)
+        with self.map.lock:
             kf.update_connections(self.map)
 
     def _local_ba(self, kf: KeyFrame) -> None:
@@ -326,46 +334,58 @@ class LocalMapper:
             for k in local_ids:
                 if k in res.poses and k in self.map.keyframes:
                     self.map.keyframes[k].T_c_w = res.poses[k]
-            for pid, X in zip(res.point_ids, res.points_w):
-                p = self.map.points.get(int(pid))
-                if p is not None and not p.bad:
-                    p.position = X
-                    p.update_normal_and_depth(self.map)
+            ok = self.map.valid_mask(res.point_ids)
+            self.map.set_positions(res.point_ids[ok], res.points_w[ok])
+        for chunk in _chunks(res.point_ids[ok]):
+            with self.map.lock:
+                for pid in chunk:
+                    p = self.map.points.get(int(pid))
+                    if p is not None and not p.bad:
+                        p.update_normal_and_depth(self.map)
 
     def _cull_keyframes(self, kf: KeyFrame) -> None:
-        th_obs = 3
+        """Erase covisible keyframes whose points are mostly seen by 3+ other keyframes at the same or a finer scale.
+
+        The map lock is taken per keyframe, not for the whole loop, so tracking is never held up long.
+        """
         with self.map.lock:
-            for kid in kf.covisibles():
+            candidates = list(kf.covisibles())
+        for kid in candidates:
+            if self.queue:
+                return  # a new keyframe waits: culling can happen later
+            with self.map.lock:
                 other = self.map.keyframes.get(kid)
                 if other is None or other.bad or other.id == self.map.root_id:
                     continue
-                ids = other.point_ids
-                n_points = n_redundant = 0
-                for i in np.nonzero(ids >= 0)[0]:
-                    p = self.map.points.get(int(ids[i]))
-                    if p is None or p.bad:
-                        continue
-                    if not self.mono:
-                        d = other.features.depth[i]
-                        if d <= 0 or d > 40 * self.bf / self.camera.fx:
-                            continue
-                    n_points += 1
-                    if len(p.observations) <= th_obs:
-                        continue
-                    level = other.features.octave[i]
-                    n_seen = 0
-                    for ok_id, kp in p.observations.items():
-                        if ok_id == kid:
-                            continue
-                        okf = self.map.keyframes.get(ok_id)
-                        if okf is not None and okf.features.octave[kp] <= level + 1:
-                            n_seen += 1
-                            if n_seen >= th_obs:
-                                break
+                if self._redundant(other):
+                    self.map.erase_keyframe(other)  # frames tracked against it then follow its parent
+
+    def _redundant(self, kf: KeyFrame, th_obs: int = 3) -> bool:
+        ids = kf.point_ids
+        idx = np.nonzero(ids >= 0)[0]
+        if not self.mono:  # only close points (reliable depth) count for stereo/RGB-D
+            d = kf.features.depth[idx]
+            idx = idx[(d > 0) & (d <= 40 * self.bf / self.camera.fx)]
+        n_points = n_redundant = 0
+        for i in idx:
+            p = self.map.points.get(int(ids[i]))
+            if p is None or p.bad:
+                continue
+            n_points += 1
+            if len(p.observations) <= th_obs:
+                continue
+            level = kf.features.octave[i]
+            n_seen = 0
+            for other_id, kp in p.observations.items():
+                if other_id == kf.id:
+                    continue
+                okf = self.map.keyframes.get(other_id)
+                if okf is not None and okf.features.octave[kp] <= level + 1:
+                    n_seen += 1
                     if n_seen >= th_obs:
                         n_redundant += 1
-                if n_points > 0 and n_redundant > self.cfg.cull_redundant_ratio * n_points:
-                    self.map.erase_keyframe(other)  # frames tracked against it then follow its parent
+                        break
+        return n_points > 0 and n_redundant > self.cfg.cull_redundant_ratio * n_points
 
     def _median_depth(self, kf: KeyFrame) -> float:
         ids = kf.point_ids[kf.point_ids >= 0]
@@ -374,3 +394,10 @@ class LocalMapper:
             return -1.0
         Pc = self.map.points_array(ids) @ kf.T_c_w[:3, :3].T + kf.T_c_w[:3, 3]
         return float(np.median(Pc[:, 2]))
+
+
+def _chunks(ids: np.ndarray, size: int = 150):
+    """Split work on map points so the map lock is held for a few milliseconds at a time."""
+    for i in range(0, len(ids), size):
+        yield ids[i : i + size]
+        time.sleep(0)  # let a waiting tracking thread take the lock (and the GIL) between chunks

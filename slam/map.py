@@ -159,6 +159,34 @@ class Map:
         return p
 
     @_locked
+    def new_points(self, positions: np.ndarray, kf: KeyFrame | int, kp_idx: np.ndarray) -> np.ndarray:
+        """Create points at world ``positions`` (K, 3) seen by free keypoints ``kp_idx`` (K,) of ``kf``.
+
+        The batch form of :meth:`new_point` for the hundreds of points a stereo/RGB-D keyframe adds:
+        normals and distance ranges are set in one vectorised step. Returns the new ids.
+        """
+        kf = self._live_kf(kf)
+        kp_idx = np.asarray(kp_idx, dtype=np.int64).reshape(-1)
+        X = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+        if np.any(kf.point_ids[kp_idx] >= 0):
+            raise ValueError("new_points: some keypoints already have a map point")
+        ids = np.arange(self.next_point_id, self.next_point_id + len(kp_idx), dtype=np.int64)
+        for pid, X_i, kp in zip(ids.tolist(), X, kp_idx.tolist()):
+            p = MapPoint(pid, X_i, kf.features.desc[kp], ref_kf_id=kf.id, arrays=self._arrays)
+            self.points[pid] = p
+            p.add_observation(kf.id, kp)
+        self.next_point_id += len(kp_idx)
+        kf.point_ids[kp_idx] = ids
+        rays = X - kf.center
+        dist = np.linalg.norm(rays, axis=1)
+        a = self._arrays
+        a.normal[ids] = rays / np.maximum(dist, 1e-12)[:, None]
+        dmax = dist * self.scale_factor ** kf.features.octave[kp_idx]
+        a.distance[ids, 1] = dmax
+        a.distance[ids, 0] = dmax / self.scale_factor ** (self.n_levels - 1)
+        return ids
+
+    @_locked
     def associate(self, kf: KeyFrame | int, kp_idx: int, point: MapPoint | int) -> None:
         """Link keypoint ``kp_idx`` of ``kf`` and ``point`` on both sides.
 

@@ -42,7 +42,7 @@ class System:
         self.cfg = cfg or SlamConfig()
         self.mode = mode
         self.camera = camera
-        self.map = Map()
+        self.map = Map(camera, scale_factor=self.cfg.features.scale_factor, n_levels=self.cfg.features.n_levels)
         self.threaded = threaded
         self.tracker = Tracker(camera, mode, self.map, self.cfg, stereo=stereo,
                                insert_keyframe=self._insert_keyframe, mapper_idle=self._mapper_idle)

@@ -177,10 +177,8 @@ class Tracker:
         cur.T_c_w = inv_pose(self.T_w_c_prior)
         with self.map.lock:
             kf = self.map.new_keyframe(cur.index, cur.timestamp, cur.T_c_w, cur.features)
-            for i in np.nonzero(has_depth)[0]:
-                X = self._backproject(cur, i)
-                p = self.map.new_point(X, kf, int(i))
-                cur.point_ids[i] = p.id
+            idx = np.nonzero(has_depth)[0]
+            cur.point_ids[idx] = self.map.new_points(self._backproject(cur, idx), kf, idx)
             kf.update_connections(self.map)
         log.info("map initialised at frame %d with %d points", cur.index, int(has_depth.sum()))
         self._set_reference(kf, cur)
@@ -288,9 +286,10 @@ class Tracker:
         since = cur.index - self.last_kf_index
         n_tracked = len(cur.matched())
         n_kfs = len(self.map.keyframes)
-        # Points of the reference keyframe seen by at least two keyframes (all of them while the map is
-        # one keyframe): ORB-SLAM asks for three, which in our sparser maps leaves too few to compare.
-        ref_tracked = self.ref_kf.tracked_points(1 if n_kfs == 1 else 2)
+        # Points of the reference keyframe seen by at least ``kf_ref_min_obs`` keyframes (1 while the
+        # map is one keyframe). ORB-SLAM asks for 3; here a new keyframe's many fresh depth points
+        # have one observation, so 3 leaves too few to compare with and keyframes come too rarely.
+        ref_tracked = self.ref_kf.tracked_points(1 if n_kfs == 1 else self.tc.kf_ref_min_obs)
         idle = self.mapper_idle()
         need_close = False
         if not self.mono:
@@ -325,15 +324,13 @@ class Tracker:
     def _add_close_points(self, cur: TrackedFrame, kf: KeyFrame) -> None:
         """Stereo/RGB-D: new points from depth for untracked keypoints, closest first (ORB-SLAM2)."""
         d = cur.features.depth
-        cand = np.nonzero((d > 0) & (cur.point_ids < 0))[0]
+        cand = np.nonzero((d > 0) & (cur.point_ids < 0) & (kf.point_ids < 0))[0]
         cand = cand[np.argsort(d[cand])]
-        added = 0
-        for i in cand:
-            if d[i] > self.close_depth and added >= self.tc.new_points_min:
-                break
-            p = self.map.new_point(self._backproject(cur, i), kf, int(i))
-            cur.point_ids[i] = p.id
-            added += 1
+        # All close points, and at least new_points_min of the nearest ones even if they are far.
+        n = max(int(np.sum(d[cand] <= self.close_depth)), min(self.tc.new_points_min, len(cand)))
+        cand = cand[:n]
+        if len(cand):
+            cur.point_ids[cand] = self.map.new_points(self._backproject(cur, cand), kf, cand)
 
     def _set_reference(self, kf: KeyFrame, cur: TrackedFrame) -> None:
         self.ref_kf = kf
@@ -422,13 +419,14 @@ class Tracker:
     def _disp_weights(self, n: int) -> np.ndarray | None:
         return None if self.disp_inv_sigma2 is None else np.full(n, self.disp_inv_sigma2)
 
-    def _backproject(self, cur: TrackedFrame, i: int) -> np.ndarray:
+    def _backproject(self, cur: TrackedFrame, idx: np.ndarray) -> np.ndarray:
+        """World points of keypoints ``idx`` from their depth (metres) at the frame's pose."""
         f = cur.features
-        z = f.depth[i]
-        x = (f.uv_und[i, 0] - self.camera.cx) / self.camera.fx * z
-        y = (f.uv_und[i, 1] - self.camera.cy) / self.camera.fy * z
+        z = f.depth[idx]
+        Pc = np.column_stack([(f.uv_und[idx, 0] - self.camera.cx) / self.camera.fx * z,
+                              (f.uv_und[idx, 1] - self.camera.cy) / self.camera.fy * z, z])
         T_w_c = inv_pose(cur.T_c_w)
-        return T_w_c[:3, :3] @ np.array([x, y, z]) + T_w_c[:3, 3]
+        return Pc @ T_w_c[:3, :3].T + T_w_c[:3, 3]
 
 
 def _gray(image: np.ndarray) -> np.ndarray:

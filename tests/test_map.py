@@ -499,3 +499,25 @@ def test_threads_adding_and_erasing_points_keep_the_map_consistent():
     assert errors == []
     assert m.check_consistency() == []
     assert m.next_point_id > 0
+
+
+def test_new_points_batch_equals_one_by_one():
+    rng = np.random.default_rng(7)
+    feats = make_features(50, rng)
+    feats.octave[:] = rng.integers(0, 8, 50)
+    T_c_w = make_pose(np.eye(3), [0.3, -0.2, 0.1])
+    X = rng.uniform([-1, -1, 2], [1, 1, 5], size=(20, 3))
+    idx = rng.choice(50, 20, replace=False)
+    one, batch = Map(), Map()
+    kf1 = one.new_keyframe(0, 0.0, T_c_w, feats)
+    kf2 = batch.new_keyframe(0, 0.0, T_c_w, feats)
+    ids1 = [one.new_point(x, kf1, int(i)).id for x, i in zip(X, idx)]
+    ids2 = batch.new_points(X, kf2, idx)
+    assert list(ids2) == ids1 and np.array_equal(kf1.point_ids, kf2.point_ids)
+    for a, b in zip(ids1, ids2):
+        p, q = one.points[a], batch.points[int(b)]
+        assert p.observations == q.observations and np.array_equal(p.descriptor, q.descriptor)
+        np.testing.assert_allclose(q.normal, p.normal, atol=1e-12)
+        np.testing.assert_allclose([q.min_distance, q.max_distance], [p.min_distance, p.max_distance], rtol=1e-12)
+    with pytest.raises(ValueError, match="already have a map point"):
+        batch.new_points(X[:1], kf2, idx[:1])
