@@ -32,6 +32,7 @@ def cases(synth_dir: Path) -> list[tuple[str, Path, str]]:
         ("synth_demo_300 (rgbd)", synth_dir / "demo", "rgbd"),
         ("synth_demo_300 (stereo)", synth_dir / "demo", "stereo"),
         ("synth_demo_300 (mono)", synth_dir / "demo", "mono"),
+        ("synth_loop600 (rgbd)", synth_dir / "loop600", "rgbd"),
     ]
 
 
@@ -40,9 +41,12 @@ def main() -> None:
     p.add_argument("--synth-dir", type=Path, default=Path(os.environ.get("SLAM_BENCH_DATA", "/tmp/slam_bench")))
     p.add_argument("--only", nargs="*", help="substrings of case names to run")
     args = p.parse_args()
-    if not (args.synth_dir / "demo" / "synth.json").is_file():
-        generate(preset("demo"), args.synth_dir / "demo", progress=False)
-    rows = []
+    for name in ("demo", "loop600"):
+        if not (args.synth_dir / name / "synth.json").is_file():
+            generate(preset(name), args.synth_dir / name, progress=False)
+    # With --only, the other cases keep their last results.
+    old = RESULTS / "backbone.json"
+    rows = json.loads(old.read_text())["results"] if args.only and old.is_file() else []
     for name, path, mode in cases(args.synth_dir):
         if args.only and not any(o in name for o in args.only):
             continue
@@ -53,6 +57,7 @@ def main() -> None:
         s = json.loads((out / "summary.json").read_text()) if rc == 0 else {}
         ev = s.get("evaluation") or {}
         t = s.get("timing_ms", {})
+        rows = [r for r in rows if r["case"] != name]  # a rerun replaces the case's old row
         rows.append({
             "case": name, "frames": s.get("frames"), "tracked": s.get("tracked_frames"),
             "lost": len(s.get("lost_frames", [])), "keyframes": s.get("keyframes"), "points": s.get("map_points"),
