@@ -7,6 +7,7 @@ threads at once (one frame each); ``finish`` writes the text files, the marker f
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 import logging
 import shutil
 from pathlib import Path
@@ -68,7 +69,7 @@ def _list_txt(names: list[tuple[int, str]]) -> str:
     return "# timestamp filename\n" + "".join(f"{fmt_us(us)} {name}\n" for us, name in names)
 
 
-class LayoutWriter:
+class LayoutWriter(ABC):
     """Base: knows the sequence, prepares folders, writes frames and the final text files."""
 
     layout = "?"
@@ -80,12 +81,13 @@ class LayoutWriter:
         self.cfg = seq.cfg
         self._png = [cv2.IMWRITE_PNG_COMPRESSION, int(png_compression)]
 
+    @abstractmethod
     def outputs(self) -> list[str]:
         """Top-level names this layout writes (removed first so no stale frames stay behind)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def folders(self) -> list[Path]:
-        raise NotImplementedError
+        """Folders to create before the frames are written."""
 
     def prepare(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -98,11 +100,13 @@ class LayoutWriter:
         for f in self.folders():
             f.mkdir(parents=True, exist_ok=True)
 
+    @abstractmethod
     def write_frame(self, frame: SynthFrame) -> None:
-        raise NotImplementedError
+        """Write one rendered frame (called from writer threads)."""
 
+    @abstractmethod
     def finish(self, imu: ImuData | None) -> None:
-        raise NotImplementedError
+        """Write the per-sequence files (lists, calibration, IMU, ground truth, marker)."""
 
     # helpers
     def _imwrite(self, path: Path, img: np.ndarray) -> None:

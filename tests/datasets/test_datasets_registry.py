@@ -60,7 +60,7 @@ def test_register_adds_a_reader():
             return False
 
         def _read_frame(self, i):
-            raise NotImplementedError
+            raise AssertionError("the dummy reader is never read")
 
     try:
         assert "dummy-test-reader" in available_readers()
