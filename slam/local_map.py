@@ -66,3 +66,33 @@ def project_visible(
         level = np.full(len(idx), -1)
     ur = u[idx] - bf / zs[idx] if bf > 0 else np.full(len(idx), -1.0)
     return Projection(idx, np.column_stack([u[idx], v[idx]]), ur, level, cos[idx])
+
+
+@dataclass
+class PointSet:
+    """Map points gathered for projection: ids and the per-point data the visibility test needs."""
+
+    ids: np.ndarray  # (P,) int64
+    positions: np.ndarray  # (P, 3) world
+    normals: np.ndarray  # (P, 3) mean viewing directions
+    min_dist: np.ndarray  # (P,) metres
+    max_dist: np.ndarray  # (P,) metres
+    descriptors: np.ndarray  # (P, 32) uint8
+
+
+def gather_points(slam_map, keyframes, exclude: np.ndarray) -> PointSet | None:
+    """Good points seen by ``keyframes``, except the ids in ``exclude``; None if there are none.
+
+    Call with ``slam_map.lock`` held (the arrays are read in one consistent step).
+    """
+    all_ids = [k.point_ids for k in keyframes]
+    if not all_ids:
+        return None
+    ids = np.unique(np.concatenate(all_ids))
+    ids = np.setdiff1d(ids[ids >= 0], exclude[exclude >= 0])
+    ids = ids[slam_map.valid_mask(ids)]
+    if len(ids) == 0:
+        return None
+    rng = slam_map.distance_ranges_of(ids)
+    return PointSet(ids, slam_map.points_array(ids), slam_map.normals_of(ids), rng[:, 0], rng[:, 1],
+                    slam_map.descriptors_of(ids))

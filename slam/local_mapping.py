@@ -24,7 +24,7 @@ import numpy as np
 from slam.config import SlamConfig
 from slam.geometry import inv_pose
 from slam.geometry.triangulation import triangulate_dlt
-from slam.local_map import project_visible
+from slam.local_map import gather_points, project_visible
 from slam.map import KeyFrame, Map
 from slam.matching import match_by_projection, search_epipolar
 from slam.optim import local_bundle_adjustment
@@ -241,21 +241,13 @@ class LocalMapper:
         m = self.map
         with m.lock:
             nbs = [m.keyframes[i] for i in kf.covisibles(n) if i in m.keyframes]
-            if not nbs:
+            ps = gather_points(m, nbs, kf.point_ids)
+            if ps is None:
                 return
-            ids = np.unique(np.concatenate([nb.point_ids for nb in nbs]))
-            ids = np.setdiff1d(ids[ids >= 0], kf.point_ids[kf.point_ids >= 0])
-            pids = ids[m.valid_mask(ids)]
-            if len(pids) == 0:
-                return
-            pts = [m.points[int(i)] for i in pids]
-            pos = m.points_array(pids)
-            nrm = m.normals_of(pids)
-            rng = m.distance_ranges_of(pids)
-            dmin, dmax = rng[:, 0], rng[:, 1]
-            desc = m.descriptors_of(pids)
-        proj = project_visible(kf.T_c_w, pos, nrm, dmin, dmax, self.K, self.camera.width, self.camera.height,
-                               self.bf, self.ex.scale_factor, self.ex.n_levels)
+            pts = [m.points[int(i)] for i in ps.ids]
+        desc = ps.descriptors
+        proj = project_visible(kf.T_c_w, ps.positions, ps.normals, ps.min_dist, ps.max_dist, self.K,
+                               self.camera.width, self.camera.height, self.bf, self.ex.scale_factor, self.ex.n_levels)
         radius = 3.0 * self.ex.scale_factors[proj.level]
         p_i, k_i = match_by_projection(kf.features, proj.uv, desc[proj.idx], radius, proj.level, max_dist=50,
                                        ratio=1.0, proj_ur=proj.u_right if self.bf > 0 else None)

@@ -27,7 +27,7 @@ import numpy as np
 from slam.config import SlamConfig
 from slam.features import FeatureExtractor, Features, match_stereo, set_depth_from_map
 from slam.geometry import PinholeCamera, inv_pose, se3_exp, se3_log
-from slam.local_map import project_visible
+from slam.local_map import gather_points, project_visible
 from slam.map import KeyFrame, Map
 from slam.matching import match_by_projection, match_descriptors, rotation_consistency
 from slam.optim import optimize_pose
@@ -236,20 +236,13 @@ class Tracker:
     def _track_local_map(self, cur: TrackedFrame) -> bool:
         m = self.map
         with m.lock:
-            local_kfs = self._local_keyframes(cur)
-            ids = np.unique(np.concatenate([k.point_ids for k in local_kfs] or [np.zeros(0, np.int64)]))
-            ids = ids[ids >= 0]
-            ids = np.setdiff1d(ids, cur.point_ids[cur.point_ids >= 0])
-            pids = ids[m.valid_mask(ids)]
-            if len(pids) == 0:
-                return len(cur.matched()) >= self.tc.min_inliers
-            pos = m.points_array(pids)
-            nrm = m.normals_of(pids)
-            rng = m.distance_ranges_of(pids)
-            dmin, dmax = rng[:, 0], rng[:, 1]
-            desc = m.descriptors_of(pids)
-        proj = project_visible(cur.T_c_w, pos, nrm, dmin, dmax, self.K, self.camera.width, self.camera.height,
-                               self.bf, self.extractor.scale_factor, self.extractor.n_levels)
+            pts = gather_points(m, self._local_keyframes(cur), cur.point_ids)
+        if pts is None:
+            return len(cur.matched()) >= self.tc.min_inliers
+        pids, desc = pts.ids, pts.descriptors
+        proj = project_visible(cur.T_c_w, pts.positions, pts.normals, pts.min_dist, pts.max_dist, self.K,
+                               self.camera.width, self.camera.height, self.bf, self.extractor.scale_factor,
+                               self.extractor.n_levels)
         m.count_visible(pids[proj.idx])
         radius = np.where(proj.view_cos > 0.998, 2.5, 4.0) * self.tc.local_radius_px / 3.0
         radius = radius * self.extractor.scale_factors[proj.level]
