@@ -38,6 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one setting, e.g. --set features.n_features=1500 (repeatable)")
     p.add_argument("--realtime", action="store_true", help="replay at the recorded frame rate (drop nothing, wait)")
+    p.add_argument("--sync-mapping", action="store_true",
+                   help="run local mapping in the tracking thread after each keyframe: repeatable results, not real time")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> dict:
         log.warning("mode %s: the IMU is not fused yet (visual-inertial comes later); tracking visually", mode)
     log.info("sequence %s: %d frames, reader %s, mode %s", seq.name, len(seq), type(seq).__name__, mode)
     log.info("config: %s", json.dumps(cfg.to_dict()))
-    system = System(seq.camera, mode, cfg, stereo=seq.stereo)
+    system = System(seq.camera, mode, cfg, stereo=seq.stereo, threaded=not args.sync_mapping)
 
     n = len(seq) if args.max_frames is None else min(len(seq), args.max_frames)
     skipped, track_ms = [], []

@@ -66,3 +66,12 @@ def test_unknown_folder_is_a_clear_error(tmp_path, capsys):
     assert main([str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
     assert "empty" in capsys.readouterr().err
     assert not np.any([p.name == "trajectory.txt" for p in tmp_path.rglob("*")])
+
+
+def test_sync_mapping_is_repeatable(tum_path, tmp_path):
+    runs = []
+    for k in range(2):
+        out = tmp_path / f"r{k}"
+        assert main([str(tum_path), "--out", str(out), "--no-progress", "--sync-mapping"]) == 0
+        runs.append(read_tum(out / "trajectory.txt").poses)
+    np.testing.assert_array_equal(runs[0], runs[1])
