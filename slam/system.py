@@ -62,8 +62,12 @@ class System:
     def _mapper_idle(self) -> bool:
         return self.mapper.idle() if self.threaded else True
 
-    def process(self, frame: Frame) -> FrameResult:
-        res = self.tracker.track(frame)
+    def prepare(self, frame: Frame):
+        """Feature extraction for ``frame`` (thread-safe to run one frame ahead of :meth:`process`)."""
+        return self.tracker.prepare(frame)
+
+    def process(self, frame: Frame, prepared=None) -> FrameResult:
+        res = self.tracker.track(frame, prepared)
         self.results.append(res)
         if res.state == State.OK and self.tracker.ref_kf is not None:
             ref = self.tracker.ref_kf

@@ -53,6 +53,7 @@ class TrackedFrame:
     point_ids: np.ndarray  # (N,) int64, -1 = no map point
     outlier: np.ndarray  # (N,) bool
     image_gray: np.ndarray | None = None
+    prepare_ms: float = 0.0  # time spent extracting the features
 
     def matched(self) -> np.ndarray:
         return np.nonzero((self.point_ids >= 0) & ~self.outlier)[0]
@@ -113,11 +114,18 @@ class Tracker:
         self.T_w_c_prior = np.eye(4)  # where a new map starts (continuity after a reset)
 
     # ================================================================ per frame
-    def track(self, frame: Frame) -> FrameResult:
+    def prepare(self, frame: Frame) -> TrackedFrame:
+        """Step 1 alone (features and their depth), so a caller can run it ahead in another thread.
+
+        Frames must be prepared in order: the extractor adapts its FAST threshold frame to frame.
+        """
+        return self._make_frame(frame)
+
+    def track(self, frame: Frame, prepared: TrackedFrame | None = None) -> FrameResult:
         t = {}
         t0 = time.perf_counter()
-        cur = self._make_frame(frame)
-        t["features"] = _ms(t0)
+        cur = prepared if prepared is not None else self._make_frame(frame)
+        t["features"] = _ms(t0) if prepared is None else prepared.prepare_ms
         is_kf = False
         if self.state == State.NOT_INITIALIZED:
             ok = self._initialize(cur, frame)
@@ -147,6 +155,7 @@ class Tracker:
 
     # ============================================================ the steps
     def _make_frame(self, frame: Frame) -> TrackedFrame:
+        t0 = time.perf_counter()
         gray = _gray(frame.image)
         feats = self.extractor.extract(gray)
         if self.mode == "rgbd" and frame.depth is not None:
@@ -160,7 +169,7 @@ class Tracker:
                          scale_factor=self.extractor.scale_factor)
         n = len(feats)
         return TrackedFrame(frame.index, frame.timestamp, feats, None, np.full(n, -1, np.int64),
-                            np.zeros(n, bool), gray if self.mono else None)
+                            np.zeros(n, bool), gray if self.mono else None, _ms(t0))
 
     def _initialize(self, cur: TrackedFrame, frame: Frame) -> bool:
         if self.mono:

@@ -64,3 +64,13 @@ def test_each_layout_reads_back(tmp_path, synth, layout, reader, modes):
         assert len(f.imu) == 20
         assert np.linalg.norm(f.imu.accel.mean(axis=0)) == pytest.approx(9.81, abs=1.0)
         np.testing.assert_allclose(seq.T_b_c, synth.T_b_c, atol=1e-9)
+
+
+def test_use_streams_decodes_only_what_the_mode_needs(tmp_path, synth):
+    seq = open_sequence(generate(synth.cfg, tmp_path / "native", progress=False, sequence=synth))
+    expected = {"rgbd": (True, False), "stereo": (False, True), "mono": (False, False), "stereo-inertial": (False, True)}
+    for mode, (has_depth, has_right) in expected.items():
+        seq.use_streams(mode)
+        f = seq[1]
+        assert (f.depth is not None, f.right is not None) == (has_depth, has_right), mode
+        assert "depth_missing" not in f.flags  # skipped on purpose, not missing

@@ -54,6 +54,9 @@ class Sequence(ABC):
     imu: ImuSamples | None = None
     timestamps: np.ndarray
     has_depth: bool = False
+    # Streams a caller does not need are not decoded (a PNG costs ~10 ms): see ``use_streams``.
+    load_depth: bool = True
+    load_right: bool = True
     # (N, 4, 4) ground-truth T_w_c at the frame times, NaN where there is none; None: no ground truth at all
     _gt_poses: np.ndarray | None = None
 
@@ -83,6 +86,11 @@ class Sequence(ABC):
     def __iter__(self) -> Iterator[Frame]:
         for i in range(len(self)):
             yield self[i]
+
+    def use_streams(self, mode: str) -> None:
+        """Decode only what ``mode`` uses: depth for rgbd, the right image for stereo modes."""
+        self.load_depth = mode == "rgbd"
+        self.load_right = mode.startswith("stereo")
 
     def close(self) -> None:
         """Release open files (a no-op for readers that hold none)."""

@@ -134,6 +134,6 @@ class KittiSequence(Sequence):
     def _read_frame(self, i: int) -> Frame:
         frame = Frame(index=i, timestamp=float(self.timestamps[i]), image=read_rgb(self._left[i]),
                       camera=self.camera, source=str(self._left[i]))
-        if self._right is not None:
+        if self._right is not None and self.load_right:
             frame.right = read_rgb(self._right[i])
         return frame

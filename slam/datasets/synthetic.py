@@ -109,7 +109,7 @@ class SyntheticSequence(TumSequence):
     # ----------------------------------------------------------------- frames
     def _read_frame(self, i: int) -> Frame:
         frame = super()._read_frame(i)
-        if self._right is not None:
+        if self._right is not None and self.load_right:
             if self._right[i] is None:
                 frame.flags.add("right_missing")
             else:

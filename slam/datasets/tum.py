@@ -139,7 +139,7 @@ class TumSequence(Sequence):
     def _read_frame(self, i: int) -> Frame:
         frame = Frame(index=i, timestamp=float(self.timestamps[i]), image=read_rgb(self._rgb[i]),
                       camera=self.camera, source=str(self._rgb[i]))
-        if self._depth is not None:
+        if self._depth is not None and self.load_depth:
             frame.depth = self._read_depth(i)
             if frame.depth is None:
                 frame.flags.add("depth_missing")
