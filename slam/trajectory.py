@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from slam.errors import DataError
+from slam.textio import check_increasing, column_floats, read_rows  # noqa: F401 (check_increasing re-exported)
 from slam.geometry.se3 import inv_pose, make_pose
 from slam.geometry.so3 import quat_to_rot, rot_to_quat, so3_exp, so3_log
 
@@ -68,45 +69,10 @@ def parse_tum_rows(path: str | Path, ncols: int = 8) -> tuple[np.ndarray, list[i
     Returns the (N, ncols) array and the 1-based line number of each row, and
     raises :class:`DataError` naming the line of any malformed or non-finite row.
     """
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise DataError(path, f"cannot read: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise DataError(path, "not a text file") from None
-    rows: list[list[float]] = []
-    lines: list[int] = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        s = line.strip()
-        if not s or s.startswith("#"):
-            continue
-        parts = s.replace(",", " ").split()
-        if len(parts) != ncols:
-            raise DataError(path, f"expected {ncols} numbers, found {len(parts)}: {s[:80]!r}", line=n)
-        try:
-            vals = [float(p) for p in parts]
-        except ValueError:
-            raise DataError(path, f"not a number in {s[:80]!r}", line=n) from None
-        if not all(np.isfinite(vals)):
-            raise DataError(path, f"non-finite value (NaN/inf) in {s[:80]!r}", line=n)
-        rows.append(vals)
-        lines.append(n)
-    return np.asarray(rows, dtype=np.float64).reshape(-1, ncols), lines
-
-
-def check_increasing(path: str | Path, timestamps: np.ndarray, lines: list[int], what: str = "timestamp") -> None:
-    """Raise :class:`DataError` at the first timestamp that is not strictly greater than the previous one."""
-    if len(timestamps) < 2:
-        return
-    bad = np.nonzero(np.diff(timestamps) <= 0)[0]
-    if bad.size:
-        i = int(bad[0]) + 1
-        kind = "duplicated" if timestamps[i] == timestamps[i - 1] else "out of order"
-        raise DataError(
-            path, f"{what} {float(timestamps[i])!r} is {kind} (previous {float(timestamps[i - 1])!r} on line {lines[i - 1]})",
-            line=lines[i],
-        )
+    rows, lines = read_rows(path, ncols)
+    if not rows:
+        return np.zeros((0, ncols)), lines
+    return column_floats(path, rows, lines, slice(0, ncols)), lines
 
 
 def read_tum(path: str | Path, allow_empty: bool = False) -> Trajectory:

@@ -31,7 +31,7 @@ def test_kitti_round_trip(tmp_path):
 @pytest.mark.parametrize(
     "content,pattern",
     [
-        ("1 0 0 0 0 0 0 1\n2 0 0 0 0 0 1\n", r"t.txt:2: expected 8 numbers"),
+        ("1 0 0 0 0 0 0 1\n2 0 0 0 0 0 1\n", r"t.txt:2: expected 8 columns"),
         ("# c\n1 0 0 0 0 0 0 1\n2 0 nan 0 0 0 0 1\n", r"t.txt:3: non-finite"),
         ("1 0 0 0 0 0 0 1\n1 0 0 0 0 0 0 1\n", r"t.txt:2: timestamp 1.0 is duplicated"),
         ("2 0 0 0 0 0 0 1\n1 0 0 0 0 0 0 1\n", r"t.txt:2: timestamp 1.0 is out of order"),
@@ -47,7 +47,7 @@ def test_tum_errors_name_file_and_line(tmp_path, content, pattern):
 
 
 def test_missing_file_is_a_data_error(tmp_path):
-    with pytest.raises(DataError, match="nope.txt: cannot read"):
+    with pytest.raises(DataError, match="nope.txt: file is missing"):
         read_tum(tmp_path / "nope.txt")
 
 
