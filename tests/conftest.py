@@ -30,3 +30,31 @@ def kitti_path() -> Path:
 @pytest.fixture(scope="session")
 def euroc_path() -> Path:
     return shared("euroc_V1_01_easy_micro")
+
+
+@pytest.fixture(scope="session")
+def synth640():
+    """A 640x480, 30 fps synthetic sequence (noisy images) and its noise-free twin (exact depth), sharing one scene."""
+    import dataclasses
+
+    from slam.synth import SynthSequence, preset
+
+    cfg = dataclasses.replace(preset("tiny"), width=640, height=480, fx=525.0, fy=525.0, cx=319.5, cy=239.5,
+                              num_frames=10, fps=30.0)
+    seq = SynthSequence(cfg)
+    return seq, SynthSequence(dataclasses.replace(cfg, noise=False), scene=seq.scene)
+
+
+def timed(fn, n: int = 15):
+    """Result of ``fn()`` and its min / median time in ms over ``n`` runs after a warm-up (printed, never asserted)."""
+    import time
+
+    import numpy as np
+
+    fn()
+    ts = []
+    for _ in range(n):
+        t = time.perf_counter()
+        out = fn()
+        ts.append(time.perf_counter() - t)
+    return out, 1e3 * min(ts), 1e3 * float(np.median(ts))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-import time
 
 import cv2
 import numpy as np
 import pytest
+
+from .conftest import timed
 
 from slam.features import (
     FeatureConfig,
@@ -20,31 +20,18 @@ from slam.features import (
     set_depth_from_map,
 )
 from slam.geometry.camera import PinholeCamera
-from slam.synth import SynthSequence, preset
 
 
 @pytest.fixture(scope="module")
-def synth():
+def synth(synth640):
     """Frame 0 of a 640x480 synthetic sequence: noisy left/right images and exact depth."""
-    cfg = dataclasses.replace(preset("tiny"), width=640, height=480, fx=525.0, fy=525.0, cx=319.5, cy=239.5,
-                              num_frames=10, fps=30.0)
-    seq = SynthSequence(cfg)
-    clean = SynthSequence(dataclasses.replace(cfg, noise=False), scene=seq.scene)
+    seq, clean = synth640
     f = seq.render_frame(0)
     gray = cv2.cvtColor(f.rgb, cv2.COLOR_RGB2GRAY)
     right = cv2.cvtColor(f.right, cv2.COLOR_RGB2GRAY)
     depth = clean.render_frame(0, with_right=False).depth
-    return seq.camera, gray, right, depth, cfg.stereo_baseline
+    return seq.camera, gray, right, depth, seq.cfg.stereo_baseline
 
-
-def _timed(fn, n=15):
-    fn()
-    ts = []
-    for _ in range(n):
-        t = time.perf_counter()
-        out = fn()
-        ts.append(time.perf_counter() - t)
-    return out, 1e3 * min(ts), 1e3 * float(np.median(ts))
 
 
 def _cells(uv, w=640, h=480, nx=8, ny=6):
@@ -58,7 +45,7 @@ def test_extract_count_spread_and_layout(synth):
     cam, gray, *_ = synth
     cfg = FeatureConfig()
     ex = FeatureExtractor(cfg, cam)
-    f, t_min, t_med = _timed(lambda: ex.extract(gray))
+    f, t_min, t_med = timed(lambda: ex.extract(gray))
     print(f"\nextract 640x480, {len(f)} keypoints: min {t_min:.2f} ms, median {t_med:.2f} ms (threshold {ex.threshold})")
     n = len(f)
     assert 0.95 * cfg.n_features <= n <= cfg.n_features
@@ -219,7 +206,7 @@ def test_match_stereo_depth_against_ground_truth(synth):
     right = FeatureExtractor(FeatureConfig(), cam).extract(right_gray)
     for images in (False, True):
         args = (gray, right_gray) if images else (None, None)
-        il, t_min, t_med = _timed(lambda args=args: match_stereo(left, right, cam, bf, *args))
+        il, t_min, t_med = timed(lambda args=args: match_stereo(left, right, cam, bf, *args))
         gt = depth[np.rint(left.uv[il, 1]).astype(int), np.rint(left.uv[il, 0]).astype(int)]
         rel = np.abs(left.depth[il] - gt) / gt
         print(f"\nmatch_stereo (sub-pixel: {images}): {len(il)} depths, median rel. error {np.median(rel):.4f}, "

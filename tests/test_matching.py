@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-import time
 
 import cv2
 import numpy as np
 import pytest
+
+from .conftest import timed
 
 from slam.features import FeatureConfig, FeatureExtractor, Features, set_depth_from_map
 from slam.matching import (
@@ -21,16 +21,12 @@ from slam.matching import (
     rotation_consistency,
     search_epipolar,
 )
-from slam.synth import SynthSequence, preset
 
 
 @pytest.fixture(scope="module")
-def pair():
+def pair(synth640):
     """Frames 0 and 3 (0.1 s apart) of a 640x480 synthetic sequence: noisy images, exact depth, true poses."""
-    cfg = dataclasses.replace(preset("tiny"), width=640, height=480, fx=525.0, fy=525.0, cx=319.5, cy=239.5,
-                              num_frames=10, fps=30.0)
-    seq = SynthSequence(cfg)
-    clean = SynthSequence(dataclasses.replace(cfg, noise=False), scene=seq.scene)
+    seq, clean = synth640
     ex = FeatureExtractor(FeatureConfig(), seq.camera)
     out = {}
     for i in (0, 3):
@@ -39,15 +35,6 @@ def pair():
         out[i] = (feats, clean.render_frame(i, with_right=False).depth, f.T_w_c)
     return seq.camera, ex, out
 
-
-def _timed(fn, n=20):
-    fn()
-    ts = []
-    for _ in range(n):
-        t = time.perf_counter()
-        out = fn()
-        ts.append(time.perf_counter() - t)
-    return out, 1e3 * min(ts), 1e3 * float(np.median(ts))
 
 
 def _project_0_to_3(camera, pair_data):
@@ -80,7 +67,7 @@ def test_hamming_against_naive_bit_count():
     assert np.array_equal(D, np.unpackbits(a[:70, None] ^ b[None, :90], axis=2).sum(axis=2))
     assert hamming_matrix(a[:0], b).shape == (0, 500)
     A = rng.integers(0, 256, (1000, 32), dtype=np.uint8)
-    _, t_min, _ = _timed(lambda: hamming_matrix(A, A), n=5)
+    _, t_min, _ = timed(lambda: hamming_matrix(A, A), n=5)
     print(f"\nhamming_matrix 1000 x 1000: min {t_min:.2f} ms")
 
 
@@ -94,7 +81,7 @@ def test_match_by_projection_against_ground_truth(pair):
     # predicted level from the change of distance, radius of 3 px at that level (as ORB-SLAM)
     level = np.clip(np.rint(f0.octave[idx] + np.log(f0.depth[idx] / z3[idx]) / np.log(ex.scale_factor)),
                     0, ex.n_levels - 1).astype(int)
-    (p, k), t_min, t_med = _timed(
+    (p, k), t_min, t_med = timed(
         lambda: match_by_projection(f3, uv3[idx], f0.desc[idx], 3.0 * ex.scale_factors[level], level))
     err = np.linalg.norm(f3.uv_und[k] - uv3[idx[p]], axis=1)
     print(f"\nmatch_by_projection {len(idx)} points x {len(f3)} keypoints: {len(p)} matches "
@@ -113,7 +100,7 @@ def test_match_by_projection_timing_1000_by_1000(pair):
     desc = f3.desc.copy()
     flip = rng.integers(0, 32, len(desc))
     desc[np.arange(len(desc)), flip] ^= 0x11  # a few bits differ
-    (p, k), t_min, t_med = _timed(lambda: match_by_projection(f3, uv, desc, 4.0 * ex.scale_factors[f3.octave],
+    (p, k), t_min, t_med = timed(lambda: match_by_projection(f3, uv, desc, 4.0 * ex.scale_factors[f3.octave],
                                                                f3.octave))
     print(f"\nmatch_by_projection {len(uv)} x {len(f3)}: {len(p)} matches, min {t_min:.2f} ms, median {t_med:.2f} ms")
     assert np.mean(p == k) > 0.95 and len(p) > 0.9 * len(uv)
@@ -202,7 +189,7 @@ def test_match_descriptors_recovers_a_permutation():
 def test_match_descriptors_on_frames_with_rotation_check(pair):
     camera, _, data = pair
     f0, f3 = data[0][0], data[3][0]
-    (i0, i3), t_min, _ = _timed(lambda: match_descriptors(f0.desc, f3.desc), n=5)
+    (i0, i3), t_min, _ = timed(lambda: match_descriptors(f0.desc, f3.desc), n=5)
     keep = rotation_consistency(f0.angle[i0], f3.angle[i3])
     i0, i3 = i0[keep], i3[keep]
     uv3, _, vis, _ = _project_0_to_3(camera, data)
@@ -249,7 +236,7 @@ def test_search_epipolar_finds_true_correspondences(pair):
     uv3, _, vis, T30 = _project_0_to_3(camera, data)
     free0 = np.arange(0, len(f0))
     free3 = np.arange(0, len(f3))
-    (i0, i3), t_min, t_med = _timed(
+    (i0, i3), t_min, t_med = timed(
         lambda: search_epipolar(f0, f3, T30, camera.K, free0, free3, ex.level_sigma2), n=5)
     print(f"\nsearch_epipolar {len(f0)} x {len(f3)}: {len(i0)} pairs, min {t_min:.2f} ms, median {t_med:.2f} ms")
     assert len(i0) > 100

@@ -17,6 +17,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from slam.datasets.images import read_rgb
 from slam.errors import DataError
 from slam.geometry.camera import PinholeCamera
 from slam.records import Frame, ImuSamples, StereoRig
@@ -159,6 +160,19 @@ class Sequence(ABC):
             raise DataError(path, "the sequence holds no frames")
         check_increasing(path, t, lines if lines is not None else list(range(1, t.size + 1)))
         self.timestamps = t
+
+
+def attach_right(seq: Sequence, frame: Frame, paths: list | None, i: int) -> None:
+    """Load frame ``i``'s right image into ``frame`` when the sequence has one and the mode uses it.
+
+    ``paths[i]`` may be None (no right image near that time): the frame is flagged ``right_missing``.
+    """
+    if paths is None or not seq.load_right:
+        return
+    if paths[i] is None:
+        frame.flags.add("right_missing")
+    else:
+        frame.right = read_rgb(paths[i])
 
 
 def load_camera_yaml(path: Path) -> PinholeCamera:

@@ -39,7 +39,7 @@ import numpy as np
 import yaml
 
 from slam.datasets import register
-from slam.datasets.base import GT_MAX_GAP_S, Sequence, camera_override
+from slam.datasets.base import GT_MAX_GAP_S, Sequence, attach_right, camera_override
 from slam.datasets.images import read_rgb
 from slam.datasets.textfiles import column_floats, column_ns, ns_to_s, read_rows
 from slam.errors import DataError
@@ -256,9 +256,5 @@ class EurocSequence(Sequence):
     def _read_frame(self, i: int) -> Frame:
         frame = Frame(index=i, timestamp=float(self.timestamps[i]), image=read_rgb(self._left[i]),
                       camera=self.camera, source=str(self._left[i]))
-        if self._right is not None and self.load_right:
-            if self._right[i] is None:
-                frame.flags.add("right_missing")
-            else:
-                frame.right = read_rgb(self._right[i])
+        attach_right(self, frame, self._right, i)
         return frame

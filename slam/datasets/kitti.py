@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from slam.datasets import register
-from slam.datasets.base import Sequence, camera_override
+from slam.datasets.base import Sequence, attach_right, camera_override
 from slam.datasets.images import image_size, read_rgb
 from slam.datasets.textfiles import column_floats, read_rows
 from slam.errors import DataError
@@ -134,6 +134,5 @@ class KittiSequence(Sequence):
     def _read_frame(self, i: int) -> Frame:
         frame = Frame(index=i, timestamp=float(self.timestamps[i]), image=read_rgb(self._left[i]),
                       camera=self.camera, source=str(self._left[i]))
-        if self._right is not None and self.load_right:
-            frame.right = read_rgb(self._right[i])
+        attach_right(self, frame, self._right, i)
         return frame

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from slam.datasets import register
-from slam.datasets.base import GT_MAX_GAP_S, camera_override
+from slam.datasets.base import GT_MAX_GAP_S, attach_right, camera_override
 from slam.datasets.euroc import read_imu_csv
-from slam.datasets.images import TUM_DEPTH_SCALE, read_rgb
+from slam.datasets.images import TUM_DEPTH_SCALE
 from slam.datasets.tum import ASSOCIATION_MAX_DT_S, TumSequence
 from slam.errors import DataError
 from slam.geometry.camera import PinholeCamera
@@ -109,9 +109,5 @@ class SyntheticSequence(TumSequence):
     # ----------------------------------------------------------------- frames
     def _read_frame(self, i: int) -> Frame:
         frame = super()._read_frame(i)
-        if self._right is not None and self.load_right:
-            if self._right[i] is None:
-                frame.flags.add("right_missing")
-            else:
-                frame.right = read_rgb(self._right[i])
+        attach_right(self, frame, self._right, i)
         return frame
