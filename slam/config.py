@@ -25,7 +25,7 @@ from slam.features import FeatureConfig
 class TrackingConfig:
     min_init_features: int = 500  # stereo/RGB-D: keypoints with depth needed to start a map
     close_depth_factor: float = 40.0  # "close" points: depth < factor * baseline (ORB-SLAM's ThDepth)
-    velocity_gain: float = 0.5  # motion prediction: 1 = constant velocity (unstable here, see Tracker._velocity), 0 = last pose
+    velocity_gain: float = 1.0  # motion prediction: 1 = constant velocity (ORB-SLAM), 0 = the last pose
     motion_radius_px: float = 15.0  # search window of the motion-model projection (x scale factor)
     motion_max_hamming: int = 100  # descriptor distance accepted when matching the last frame
     local_radius_px: float = 3.0  # search window when projecting the local map

@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 import g2opy
 import numpy as np
 
+from slam.geometry.se3 import normalize_pose
+
 log = logging.getLogger(__name__)
 
 CHI2_MONO = 5.991  # chi-square 95% quantile, 2 dof
@@ -273,7 +275,7 @@ def optimize_pose(
             from the depth sensor's noise; the third residual is then the
             disparity error (see :func:`reprojection_chi2`).
     """
-    T = np.array(T_c_w, dtype=np.float64)
+    T = normalize_pose(T_c_w)  # a prediction composed from poses may be slightly off SO(3)
     X = np.asarray(points_w, dtype=np.float64).reshape(-1, 3)
     n = len(X)
     ur = np.asarray(u_right, dtype=np.float64).reshape(n)

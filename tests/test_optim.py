@@ -269,6 +269,19 @@ def test_optimize_pose_recovers_pose_and_flags_outliers(stereo_frac):
         assert res.chi2.shape == (500,) and np.all(res.chi2[res.inliers] <= CHI2_STEREO)
 
 
+def test_optimize_pose_returns_a_rigid_pose_from_a_sheared_start():
+    """A prediction composed from poses can be slightly off SO(3); the result must not be."""
+    rng = np.random.default_rng(11)
+    s = pose_scene(rng, n=300, stereo_frac=0.5, outlier_frac=0.1)
+    T0 = perturb(rng, s.T_c_w, 0.02, 1.0)
+    T0[:3, :3] = T0[:3, :3] @ np.diag([1.01, 0.995, 1.0])
+    res = optimize_pose(T0, s.X, s.uv, s.ur, s.w, FX, FY, CX, CY, BF)
+    R = res.T_c_w[:3, :3]
+    np.testing.assert_allclose(R.T @ R, np.eye(3), atol=1e-12)
+    dc, dr = pose_error(res.T_c_w, s.T_c_w)
+    assert dc < 0.005 and dr < 0.1
+
+
 @pytest.mark.parametrize("stereo_frac", [0.0, 0.5], ids=["mono", "mixed"])
 def test_optimize_pose_agrees_with_g2o(stereo_frac):
     rng = np.random.default_rng(7)

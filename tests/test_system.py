@@ -52,6 +52,9 @@ def test_tracks_synthetic_sequence_through_threads(frames, mode, max_ate):
     assert len(traj) == N
     res = evaluate(_gt(fr), traj, align="se3")
     assert res["ate"]["rmse"] < max_ate
+    # Constant-velocity predictions feed poses back frame after frame: every pose must stay rigid.
+    R = traj.poses[:, :3, :3]
+    np.testing.assert_allclose(np.einsum("nji,njk->nik", R, R), np.broadcast_to(np.eye(3), R.shape), atol=1e-9)
     # The first frame anchors the map: its pose is the identity.
     np.testing.assert_allclose(traj.poses[0], np.eye(4), atol=1e-9)
 

@@ -5,6 +5,7 @@ from slam.geometry.camera import PinholeCamera
 from slam.geometry.se3 import (
     inv_pose,
     make_pose,
+    normalize_pose,
     se3_exp,
     se3_log,
     sim3_exp,
@@ -33,6 +34,7 @@ __all__ = [
     "inv_pose",
     "left_jacobian",
     "make_pose",
+    "normalize_pose",
     "parallax_deg",
     "project_to_so3",
     "quat_to_rot",

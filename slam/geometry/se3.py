@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from slam.geometry.so3 import hat, left_jacobian, so3_exp, so3_log
+from slam.geometry.so3 import hat, left_jacobian, project_to_so3, so3_exp, so3_log
 
 
 def make_pose(R: np.ndarray, t: np.ndarray, scale: float = 1.0) -> np.ndarray:
@@ -30,6 +30,19 @@ def inv_pose(T: np.ndarray) -> np.ndarray:
     out[..., :3, :3] = Rt
     out[..., :3, 3] = -np.einsum("...ij,...j->...i", Rt, T[..., :3, 3])
     out[..., 3, 3] = 1.0
+    return out
+
+
+def normalize_pose(T: np.ndarray) -> np.ndarray:
+    """``T`` with its rotation block projected back onto SO(3) (translation kept).
+
+    Products of poses drift off SO(3) by rounding; a chain that feeds its own
+    output back (a constant-velocity prediction ``T_k T_{k-1}^-1 T_k``, with
+    the transpose as inverse) doubles that drift every step, so composed poses
+    are normalised where they are stored.
+    """
+    out = np.array(T, dtype=np.float64)
+    out[:3, :3] = project_to_so3(out[:3, :3])
     return out
 
 

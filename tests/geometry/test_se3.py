@@ -8,6 +8,7 @@ from slam.geometry import (
     hat,
     inv_pose,
     make_pose,
+    normalize_pose,
     se3_exp,
     se3_log,
     sim3_exp,
@@ -70,3 +71,29 @@ def test_inverse_and_transform_points():
     np.testing.assert_allclose(transform_points(inv_pose(T), transform_points(T, P)), P, atol=1e-12)
     S = make_pose(so3_exp(np.array([0.1, 0.2, 0.3])), [1, -1, 2], scale=2.5)
     np.testing.assert_allclose(sim3_inverse(S) @ S, np.eye(4), atol=1e-12)
+
+
+def test_normalize_pose_projects_the_rotation_and_keeps_translation():
+    T = make_pose(so3_exp(np.array([0.3, -0.4, 1.0])), [1.0, 2.0, 3.0])
+    np.testing.assert_allclose(normalize_pose(T), T, atol=1e-14)  # already in SE(3): unchanged
+    # A symmetric stretch S = I + eps*D of a rotation R projects back to R exactly (polar decomposition).
+    D = np.diag([1.0, -0.5, 0.25])
+    bad = T.copy()
+    bad[:3, :3] = T[:3, :3] @ (np.eye(3) + 1e-3 * D)
+    out = normalize_pose(bad)
+    np.testing.assert_allclose(out[:3, :3], T[:3, :3], atol=1e-14)
+    np.testing.assert_array_equal(out[:3, 3], T[:3, 3])
+    assert abs(np.linalg.det(out[:3, :3]) - 1.0) < 1e-14
+
+
+def test_constant_velocity_chain_stays_rigid_when_normalised():
+    """T_k+1 = (T_k T_k-1^-1) T_k with a transpose inverse doubles a rotation's drift every step."""
+    V = make_pose(so3_exp(np.array([0.01, -0.02, 0.03])), [0.05, 0.0, 0.01])
+    prev, cur = np.eye(4), V.copy()
+    cur[:3, :3] *= 1.0 + 1e-12  # one rounding-sized error
+    raw_prev, raw_cur = prev.copy(), cur.copy()
+    for _ in range(25):
+        raw_prev, raw_cur = raw_cur, (raw_cur @ inv_pose(raw_prev)) @ raw_cur
+        prev, cur = cur, normalize_pose(normalize_pose(cur @ inv_pose(prev)) @ cur)
+    assert abs(np.linalg.det(raw_cur[:3, :3]) - 1.0) > 1e-3  # the failure this guards against
+    assert abs(np.linalg.det(cur[:3, :3]) - 1.0) < 1e-12
