@@ -50,7 +50,7 @@ class MappingConfig:
     covisible_triangulation: int = 10  # neighbours used to triangulate new points (20 for mono)
     local_ba_covisible: int = 8  # keyframes optimised by local BA besides the new one (bounded window)
     local_ba_fixed_max: int = 10  # fixed border keyframes in local BA
-    local_ba_iterations: tuple[int, int] = (5, 10)
+    local_ba_iterations: tuple[int, int] = (5, 5)  # robust, then without outliers (ORB-SLAM2: 5 + 10, ORB-SLAM3: 10 in one phase)
     cull_found_ratio: float = 0.25  # recent points found in fewer of the frames they should be seen in are culled
     cull_redundant_ratio: float = 0.9  # a keyframe whose points are this redundant is culled
     max_queue: int = 3  # tracking waits to insert keyframes (never blocks) when the queue is this long

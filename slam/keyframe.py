@@ -76,18 +76,20 @@ class KeyFrame:
         T = np.array(T, dtype=np.float64)
         if T.shape != (4, 4):
             raise ValueError(f"T_c_w must be 4x4, got {T.shape}")
+        T.flags.writeable = False  # set a new pose, never edit it in place: the centre is cached
         self._T_c_w = T
+        self._center = -T[:3, :3].T @ T[:3, 3]
+        self._center.flags.writeable = False
 
     @property
     def T_w_c(self) -> np.ndarray:
-        """Camera-to-world pose (computed, so in-place edits of ``T_c_w`` are always seen)."""
+        """Camera-to-world pose."""
         return inv_pose(self._T_c_w)
 
     @property
     def center(self) -> np.ndarray:
-        """Camera centre in the world frame, metres."""
-        R, t = self._T_c_w[:3, :3], self._T_c_w[:3, 3]
-        return -R.T @ t
+        """Camera centre in the world frame, metres (read-only array)."""
+        return self._center
 
     # ------------------------------------------------------ covisibility
     def add_connection(self, kf_id: int, weight: int) -> None:
@@ -168,6 +170,8 @@ class KeyFrame:
         if m is None:
             raise RuntimeError(f"keyframe {self.id} is not in a map; tracked_points needs one")
         with m.lock:
+            if min_obs <= 1:  # a good point has at least one observation: count them in one go
+                return int(np.count_nonzero(m.valid_mask(ids)))
             n = 0
             for pid in ids.tolist():
                 p = m.points.get(pid)

@@ -49,8 +49,9 @@ class LocalMapper:
         self.stop_event = threading.Event()
         self.busy = False
         self.recent_points: list[int] = []
-        self.timings_ms: list[float] = []
+        self.timings_ms: list[float] = []  # per keyframe, all steps
         self.ba_ms: list[float] = []
+        self.step_ms: dict[str, list[float]] = {}  # per step, for the keyframes that ran it
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
 
@@ -107,32 +108,38 @@ class LocalMapper:
         t0 = time.perf_counter()
         if kf.bad:
             return
-        self._attach(kf)
-        self._cull_points(kf)
-        self._triangulate(kf)
+        self._timed("attach", self._attach, kf)
+        self._timed("cull_points", self._cull_points, kf)
+        self._timed("triangulate", self._triangulate, kf)
         if not self.queue:
-            self._fuse(kf)
+            self._timed("fuse", self._fuse, kf)
         if not self.queue and len(self.map.keyframes) > 2:
-            t1 = time.perf_counter()
-            self._local_ba(kf)
-            self.ba_ms.append((time.perf_counter() - t1) * 1e3)
+            self.ba_ms.append(self._timed("local_ba", self._local_ba, kf))
         if not self.queue:
-            self._cull_keyframes(kf)
+            self._timed("cull_keyframes", self._cull_keyframes, kf)
         self.timings_ms.append((time.perf_counter() - t0) * 1e3)
+
+    def _timed(self, name: str, step, kf: KeyFrame) -> float:
+        t0 = time.perf_counter()
+        step(kf)
+        ms = (time.perf_counter() - t0) * 1e3
+        self.step_ms.setdefault(name, []).append(ms)
+        return ms
 
     def _attach(self, kf: KeyFrame) -> None:
         ids = kf.point_ids[kf.point_ids >= 0]
         for chunk in _chunks(ids):  # the lock is released between chunks so tracking never waits long
             with self.map.lock:
-                for pid in chunk:
-                    p = self.map.points.get(int(pid))
+                seen = []
+                for pid in chunk.tolist():
+                    p = self.map.points.get(pid)
                     if p is None or p.bad:
                         continue
                     if p.first_kf_id == kf.id:
                         self.recent_points.append(p.id)
                     if len(p.observations) > 1:  # a new point's normal and descriptor are its creator's
-                        p.update_normal_and_depth(self.map)
-                        p.compute_distinctive_descriptor(self.map)
+                        seen.append(pid)
+                self.map.refresh_points(np.array(seen, np.int64))
         with self.map.lock:
             kf.update_connections(self.map)
 
@@ -190,15 +197,16 @@ class LocalMapper:
             with self.map.lock:
                 if kf.bad or nb.bad:
                     continue
-                for X_w, a, b in zip(X[ok], i1[ok], i2[ok]):
+                new = []
+                for X_w, a, b in zip(X[ok], i1[ok].tolist(), i2[ok].tolist()):
                     if kf.point_ids[a] >= 0 or nb.point_ids[b] >= 0:
                         continue
-                    p = self.map.new_point(X_w, kf, int(a))
-                    self.map.associate(nb, int(b), p)
-                    p.update_normal_and_depth(self.map)
-                    p.compute_distinctive_descriptor(self.map)
-                    self.recent_points.append(p.id)
-                    created += 1
+                    p = self.map.new_point(X_w, kf, a, update=False)
+                    self.map.associate(nb, b, p)
+                    new.append(p.id)
+                self.map.refresh_points(np.array(new, np.int64))
+                self.recent_points.extend(new)
+                created += len(new)
         if created:
             with self.map.lock:
                 kf.update_connections(self.map)
@@ -269,12 +277,7 @@ class LocalMapper:
                     self.map.associate(kf, int(b), p)
             touched = {int(kf.point_ids[b]) for b in k_i if kf.point_ids[b] >= 0}
         for chunk in _chunks(np.array(sorted(touched), np.int64)):
-            with self.map.lock:
-                for pid in chunk:
-                    p = self.map.points.get(int(pid))
-                    if p is not None and not p.bad:
-                        p.update_normal_and_depth(self.map)
-                        p.compute_distinctive_descriptor(self.map)
+            self.map.refresh_points(chunk)
         with self.map.lock:
             kf.update_connections(self.map)
 
@@ -288,29 +291,25 @@ class LocalMapper:
             poses = {k: self.map.keyframes[k].T_c_w.copy() for k in kf_ids}
             in_window = set(kf_ids)
             rows = []
-            pids, pos = [], []
-            for pid in point_ids:
-                p = self.map.points.get(pid)
-                if p is None or p.bad:
-                    continue
-                pids.append(pid)
-                pos.append(p.position.copy())
-                for k, kp in p.observations.items():
-                    if k in in_window:
-                        rows.append((k, pid, kp))
+            pids = point_ids[self.map.valid_mask(point_ids)]
+            pos = self.map.points_array(pids)
+            points = self.map.points
+            for pid in pids.tolist():
+                rows.extend((k, pid, kp) for k, kp in points[pid].observations.items() if k in in_window)
             if not rows:
                 return
             rows = np.array(rows, np.int64)
             obs_kf, obs_pt, obs_kp = rows[:, 0], rows[:, 1], rows[:, 2]
-            feats = {k: self.map.keyframes[k].features for k in kf_ids}
-            uv = np.array([feats[k].uv_und[i] for k, i in zip(obs_kf, obs_kp)])
-            ur = np.array([feats[k].u_right[i] for k, i in zip(obs_kf, obs_kp)])
-            oc = np.array([feats[k].octave[i] for k, i in zip(obs_kf, obs_kp)])
+            uv, ur, oc = np.empty((len(rows), 2)), np.empty(len(rows)), np.empty(len(rows), np.int64)
+            for k in kf_ids:  # one fancy index per keyframe
+                sel = np.flatnonzero(obs_kf == k)
+                f, kp = self.map.keyframes[k].features, obs_kp[sel]
+                uv[sel], ur[sel], oc[sel] = f.uv_und[kp], f.u_right[kp], f.octave[kp]
         fixed = set(fixed_ids)
         if 0 in poses and len(fixed) == 0:
             fixed.add(min(poses))
         res = local_bundle_adjustment(
-            poses, fixed, np.array(pids, np.int64), np.array(pos), obs_kf, obs_pt, uv, ur,
+            poses, fixed, pids, pos, obs_kf, obs_pt, uv, ur,
             self.ex.inv_level_sigma2[oc], self.camera.fx, self.camera.fy, self.camera.cx, self.camera.cy, self.bf,
             iterations=self.cfg.local_ba_iterations, abort=self.abort_ba,
             obs_inv_sigma2_disp=None if self.disp_inv_sigma2 is None else np.full(len(obs_kf), self.disp_inv_sigma2),
@@ -329,11 +328,7 @@ class LocalMapper:
             ok = self.map.valid_mask(res.point_ids)
             self.map.set_positions(res.point_ids[ok], res.points_w[ok])
         for chunk in _chunks(res.point_ids[ok]):
-            with self.map.lock:
-                for pid in chunk:
-                    p = self.map.points.get(int(pid))
-                    if p is not None and not p.bad:
-                        p.update_normal_and_depth(self.map)
+            self.map.refresh_points(chunk, descriptors=False)
 
     def _cull_keyframes(self, kf: KeyFrame) -> None:
         """Erase covisible keyframes whose points are mostly seen by 3+ other keyframes at the same or a finer scale.
@@ -388,7 +383,7 @@ class LocalMapper:
         return float(np.median(Pc[:, 2]))
 
 
-def _chunks(ids: np.ndarray, size: int = 150):
+def _chunks(ids: np.ndarray, size: int = 400):
     """Split work on map points so the map lock is held for a few milliseconds at a time."""
     for i in range(0, len(ids), size):
         yield ids[i : i + size]

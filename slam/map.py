@@ -30,7 +30,7 @@ import numpy as np
 from slam.features import Features
 from slam.geometry.camera import PinholeCamera
 from slam.keyframe import KeyFrame
-from slam.mappoint import MapPoint, PointArrays
+from slam.mappoint import MapPoint, PointArrays, distinctive_index
 from slam.trajectory import Trajectory
 
 __all__ = ["KeyFrame", "LocalWindow", "Map", "MapPoint"]
@@ -340,6 +340,69 @@ class Map:
             if pid < 0:
                 return -1
         return -1
+
+    @_locked
+    def refresh_points(self, ids: np.ndarray, descriptors: bool = True) -> None:
+        """:meth:`MapPoint.update_normal_and_depth` (and, with ``descriptors``,
+        :meth:`MapPoint.compute_distinctive_descriptor`) for many points at once.
+
+        Same results as the per-point methods (tested), vectorised over the
+        points: local mapping refreshes hundreds of points per keyframe, and the
+        per-point Python calls cost ~80 us each. Bad or unknown ids are skipped.
+        """
+        ids = np.unique(np.asarray(ids, dtype=np.int64).reshape(-1))
+        ids = ids[self.valid_mask(ids)]
+        if len(ids) == 0:
+            return
+        keyframes, points = self.keyframes, self.points
+        # One row per observation (in each point's observation order) of a keyframe still in the map.
+        obs_pt, obs_kf, obs_kp, ref_obs, rows = [], [], [], [], []
+        for pid in ids.tolist():
+            p = points[pid]
+            start, ref = len(obs_kf), -1
+            for k, i in p.observations.items():
+                if k in keyframes:
+                    if k == p.ref_kf_id:
+                        ref = len(obs_kf)
+                    obs_kf.append(k)
+                    obs_kp.append(i)
+            if len(obs_kf) == start:
+                continue  # no keyframe left: nothing to recompute (as the per-point method)
+            if ref < 0:  # the reference keyframe is gone: the first observation takes over
+                ref = start
+                p.ref_kf_id = obs_kf[start]
+            obs_pt.extend([len(rows)] * (len(obs_kf) - start))
+            ref_obs.append(ref)
+            rows.append(pid)
+        if not rows:
+            return
+        rows = np.array(rows, np.int64)
+        obs_pt, obs_kp, ref_obs = np.array(obs_pt, np.int64), np.array(obs_kp, np.int64), np.array(ref_obs, np.int64)
+        kf_ids = np.array(obs_kf, np.int64)
+        uniq, kf_of_obs = np.unique(kf_ids, return_inverse=True)
+        kfs = [keyframes[int(k)] for k in uniq]
+        centers = np.array([kf.center for kf in kfs])
+        a = self._arrays
+        dirs = a.position[rows][obs_pt] - centers[kf_of_obs]
+        norms = np.sqrt(np.einsum("ij,ij->i", dirs, dirs))
+        unit = dirs / np.maximum(norms, 1e-12)[:, None]
+        mean = np.zeros((len(rows), 3))
+        np.add.at(mean, obs_pt, unit)
+        a.normal[rows] = mean / np.maximum(np.linalg.norm(mean, axis=1), 1e-12)[:, None]
+        octave = np.empty(len(kf_ids), np.int64)
+        desc = np.empty((len(kf_ids), a.descriptor.shape[1]), np.uint8) if descriptors else None
+        for j, kf in enumerate(kfs):  # per keyframe, one fancy index into its features
+            sel = np.flatnonzero(kf_of_obs == j)
+            octave[sel] = kf.features.octave[obs_kp[sel]]
+            if descriptors:
+                desc[sel] = kf.features.desc[obs_kp[sel]]
+        max_d = norms[ref_obs] * self.scale_factor ** octave[ref_obs]
+        a.distance[rows, 1] = max_d
+        a.distance[rows, 0] = max_d / self.scale_factor ** (self.n_levels - 1)
+        if descriptors:
+            first = np.searchsorted(obs_pt, np.arange(len(rows)))  # observations are grouped by point
+            count = np.diff(np.append(first, len(obs_pt)))
+            a.descriptor[rows] = desc[first + distinctive_index(desc, first, count)]
 
     @_locked
     def update_point(self, point: MapPoint | int) -> None:

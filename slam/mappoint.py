@@ -46,6 +46,26 @@ def most_distinctive(desc: np.ndarray) -> int:
     return int(np.argmin(rows[:, (n - 1) // 2]))
 
 
+def distinctive_index(desc: np.ndarray, first: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """:func:`most_distinctive` of many groups at once.
+
+    Group ``g`` is ``desc[first[g] : first[g] + count[g]]``; returns, per group,
+    the index within it of its most distinctive descriptor (same median and tie
+    rules). Groups of the same size are done together as one (G, n, n) array.
+    """
+    first, count = np.asarray(first, np.int64), np.asarray(count, np.int64)
+    if np.any(count < 1):
+        raise ValueError("distinctive_index: every group needs at least one descriptor")
+    out = np.zeros(len(first), np.int64)  # groups of 1 or 2: the first
+    for n in np.unique(count[count > 2]).tolist():
+        g = np.flatnonzero(count == n)
+        d = desc[first[g][:, None] + np.arange(n)]  # (G, n, 32)
+        dist = _POPCOUNT[d[:, :, None, :] ^ d[:, None, :, :]].sum(axis=-1, dtype=np.int32)  # (G, n, n)
+        med = np.sort(dist, axis=2)[:, :, (n - 1) // 2]
+        out[g] = np.argmin(med, axis=1)
+    return out
+
+
 def predict_levels(max_distance: np.ndarray, distance: np.ndarray, scale_factor: float, n_levels: int) -> np.ndarray:
     """Pyramid level at which points seen from ``distance`` metres should be detected (vectorised).
 

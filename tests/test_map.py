@@ -12,7 +12,7 @@ import pytest
 
 from slam.errors import DataError
 from slam.features import Features
-from slam.geometry import PinholeCamera, inv_pose, make_pose
+from slam.geometry import PinholeCamera, inv_pose, make_pose, so3_exp
 from slam.map import Map
 from slam.map_io import map_to_arrays
 from slam.mappoint import MapPoint, hamming_matrix, most_distinctive, predict_levels
@@ -521,3 +521,61 @@ def test_new_points_batch_equals_one_by_one():
         np.testing.assert_allclose([q.min_distance, q.max_distance], [p.min_distance, p.max_distance], rtol=1e-12)
     with pytest.raises(ValueError, match="already have a map point"):
         batch.new_points(X[:1], kf2, idx[:1])
+
+
+def _random_observed_map(seed: int) -> Map:
+    """12 keyframes in random poses, 300 points each seen by 1..12 of them (random keypoints, octaves)."""
+    rng = np.random.default_rng(seed)
+    m = Map(scale_factor=1.2, n_levels=8)
+    for i in range(12):
+        f = make_features(400, rng)
+        f.octave[:] = rng.integers(0, 8, 400)
+        f.desc[:] = rng.integers(0, 256, (1, 32), dtype=np.uint8) ^ (rng.random((400, 32)) < 0.1).astype(np.uint8)
+        m.new_keyframe(i, float(i), inv_pose(make_pose(so3_exp(rng.normal(0, 0.3, 3)), rng.normal(0, 1, 3))), f)
+    for _ in range(300):
+        kfs = rng.choice(12, int(rng.integers(1, 13)), replace=False)
+        slots = [int(rng.choice(np.flatnonzero(m.keyframes[int(k)].point_ids < 0))) for k in kfs]
+        p = m.new_point(rng.normal([0, 0, 4], 1.0), int(kfs[0]), slots[0], update=False)
+        for k, i in zip(kfs[1:], slots[1:]):
+            m.associate(int(k), i, p)
+        p.ref_kf_id = int(rng.choice(kfs)) if rng.random() < 0.8 else 99  # 99: no such keyframe
+    return m
+
+
+def test_refresh_points_equals_the_per_point_methods():
+    one, batch = _random_observed_map(3), _random_observed_map(3)
+    # a culled keyframe: points it was the reference of fall back to their first remaining observation
+    for m in (one, batch):
+        m.erase_keyframe(5)
+    ids = one.point_ids()
+    for pid in ids.tolist():
+        one.points[pid].update_normal_and_depth(one)
+        one.points[pid].compute_distinctive_descriptor(one)
+    batch.refresh_points(np.concatenate([ids, ids[:5], [10**6 - 1]]))  # duplicates and unknown ids are skipped
+    a, b = one._arrays, batch._arrays
+    np.testing.assert_allclose(b.normal[ids], a.normal[ids], atol=1e-12)
+    np.testing.assert_allclose(b.distance[ids], a.distance[ids], rtol=1e-12)
+    np.testing.assert_array_equal(b.descriptor[ids], a.descriptor[ids])
+    assert [batch.points[i].ref_kf_id for i in ids.tolist()] == [one.points[i].ref_kf_id for i in ids.tolist()]
+    n_obs = np.array([len(one.points[i].observations) for i in ids.tolist()])
+    assert (n_obs >= 3).sum() > 100  # the grouped median path is exercised, with many group sizes
+    assert len(np.unique(n_obs)) > 6
+
+
+def test_refresh_points_normals_only_keeps_descriptors():
+    m = _random_observed_map(4)
+    before = m._arrays.descriptor.copy()
+    m.refresh_points(m.point_ids(), descriptors=False)
+    np.testing.assert_array_equal(m._arrays.descriptor, before)
+    assert np.all(np.abs(np.linalg.norm(m._arrays.normal[m.point_ids()], axis=1) - 1.0) < 1e-12)
+
+
+def test_tracked_points_counts_good_points_by_observations():
+    m = _random_observed_map(5)
+    kf = m.keyframes[2]
+    ids = kf.point_ids[kf.point_ids >= 0]
+    m.erase_point(int(ids[0]))
+    for min_obs in (0, 1, 2, 4):
+        expect = sum(1 for pid in kf.point_ids[kf.point_ids >= 0].tolist()
+                     if pid in m.points and not m.points[pid].bad and len(m.points[pid].observations) >= min_obs)
+        assert kf.tracked_points(min_obs) == expect

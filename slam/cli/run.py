@@ -13,14 +13,14 @@ import json
 import logging
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from slam.config import SlamConfig
-from slam.errors import CorruptFrameError, DataError
+from slam.errors import DataError
+from slam.replay import FramePipeline
 from slam.system import System
 from slam.tracking import State
 from slam.trajectory import Trajectory, write_tum
@@ -38,7 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--config", type=Path, help="YAML file with features/tracking/mapping settings")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one setting, e.g. --set features.n_features=1500 (repeatable)")
-    p.add_argument("--realtime", action="store_true", help="replay at the recorded frame rate (drop nothing, wait)")
+    p.add_argument("--realtime", action="store_true",
+                   help="frames arrive at their recorded times, as from a camera (drop nothing, wait)")
     p.add_argument("--sync-mapping", action="store_true",
                    help="run local mapping in the tracking thread after each keyframe: repeatable results, not real time")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
@@ -64,66 +65,41 @@ def run(args: argparse.Namespace) -> dict:
     system = System(seq.camera, mode, cfg, stereo=seq.stereo, threaded=not args.sync_mapping)
 
     n = len(seq) if args.max_frames is None else min(len(seq), args.max_frames)
-    skipped, track_ms = [], []
-    wall0 = time.perf_counter()
-    clock: tuple[float, float] | None = None  # (first frame timestamp, wall time then) for --realtime
-    bar = tqdm(total=n, desc="slam-run", unit="frame", disable=args.no_progress, file=sys.stderr)
+    skipped, track_ms, latency_ms = [], [], []
     interval_ms: list[float] = []  # wall time between consecutive poses: the sustained rate
-    # Reading the next frame and extracting its features run one frame ahead in a worker thread
-    # (OpenCV releases the GIL), while this thread tracks the current one.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-prefetch") as pool:
-        pending = pool.submit(_load_and_prepare, seq, system, 0) if n else None
-        t_last = time.perf_counter()
-        try:
-            for i in range(n):
-                frame, prepared, error = pending.result()
-                pending = pool.submit(_load_and_prepare, seq, system, i + 1) if i + 1 < n else None
-                bar.update()
-                if error is not None:
-                    log.warning("skipping frame %d: %s", i, error)
-                    skipped.append({"index": i, "reason": str(error)})
-                    continue
-                if args.realtime:
-                    clock = _wait_for_recorded_time(frame.timestamp, clock)
-                res = system.process(frame, prepared)
-                track_ms.append(res.timings_ms["total"])
-                now = time.perf_counter()
-                interval_ms.append((now - t_last) * 1e3)
-                t_last = now
-                bar.set_postfix(fps=f"{1e3 / max(np.mean(interval_ms[-30:]), 1e-9):.0f}", state=res.state.value,
-                                kf=len(system.map.keyframes), refresh=False)
-        finally:
-            if pending is not None:
-                pending.cancel()
-            system.shutdown()
-            bar.close()
+    wall0 = time.perf_counter()
+    bar = tqdm(total=n, desc="slam-run", unit="frame", disable=args.no_progress, file=sys.stderr)
+    # Frames are decoded ahead and their features extracted one frame ahead, in other threads,
+    # while this thread tracks (slam.replay).
+    pipe = FramePipeline(seq, system.prepare, n, realtime=args.realtime)
+    t_last = time.perf_counter()
+    try:
+        for item in pipe:
+            bar.update()
+            if item.error is not None:
+                log.warning("skipping frame %d: %s", item.index, item.error)
+                skipped.append({"index": item.index, "reason": str(item.error)})
+                continue
+            res = system.process(item.frame, item.prepared)
+            now = time.perf_counter()
+            track_ms.append(res.timings_ms["total"])
+            latency_ms.append((now - item.t_arrival) * 1e3)
+            interval_ms.append((now - t_last) * 1e3)
+            t_last = now
+            bar.set_postfix(fps=f"{1e3 / max(np.mean(interval_ms[-30:]), 1e-9):.0f}", state=res.state.value,
+                            kf=len(system.map.keyframes), refresh=False)
+    finally:
+        pipe.close()
+        system.shutdown()
+        bar.close()
     wall = time.perf_counter() - wall0
     if not system.records:
         raise DataError(args.sequence, "no frame could be tracked")
-    return _write_outputs(args, seq, system, mode, n, skipped, track_ms, interval_ms, wall)
-
-
-def _load_and_prepare(seq, system: System, i: int):
-    """Frame ``i`` read and its features extracted: (frame, prepared, None), or (None, None, error)."""
-    try:
-        frame = seq[i]
-    except CorruptFrameError as e:
-        return None, None, e
-    return frame, system.prepare(frame), None
-
-
-def _wait_for_recorded_time(t_frame: float, clock: tuple[float, float] | None) -> tuple[float, float]:
-    """Sleep until the frame's recorded time (relative to the first frame) has passed on the wall clock."""
-    if clock is None:
-        return t_frame, time.perf_counter()
-    delay = (t_frame - clock[0]) - (time.perf_counter() - clock[1])
-    if delay > 0:
-        time.sleep(delay)
-    return clock
+    return _write_outputs(args, seq, system, mode, n, skipped, track_ms, interval_ms, latency_ms, wall)
 
 
 def _write_outputs(args, seq, system: System, mode: str, n: int, skipped: list, track_ms: list,
-                   interval_ms: list, wall: float) -> dict:
+                   interval_ms: list, latency_ms: list, wall: float) -> dict:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     traj = system.trajectory()
@@ -146,11 +122,14 @@ def _write_outputs(args, seq, system: System, mode: str, n: int, skipped: list, 
         "map_points": int(sum(not p.bad for p in system.map.points.values())),
         "timing_ms": {
             "frame_interval": _stats(np.array(interval_ms)),
+            # arrival of a frame (its recorded time with --realtime, else when decoded) to its pose
+            "latency": _stats(np.array(latency_ms)),
             "tracking": _stats(ms),
             "tracking_steps": {k: _stats(np.array([r.timings_ms.get(k, np.nan) for r in system.results]))
                                for k in ("features", "motion", "local_map", "keyframe")},
             "local_mapping_per_keyframe": _stats(np.array(system.mapper.timings_ms)),
             "local_ba": _stats(np.array(system.mapper.ba_ms)),
+            "local_mapping_steps": {k: _stats(np.array(v)) for k, v in system.mapper.step_ms.items()},
         },
         # Sustained rate: poses out per second (prefetched feature extraction overlaps tracking).
         "tracking_fps": float(1e3 / np.median(interval_ms)) if len(interval_ms) else None,
