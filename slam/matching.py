@@ -16,6 +16,7 @@ from slam.features import Features
 TH_HIGH = 100  # Hamming distance accepted when the geometry already restricts the candidates well
 TH_LOW = 50  # Hamming distance for matches with weak geometric support
 _BIG = 1 << 20  # a distance larger than any real one
+_EPI_BLOCK = 1 << 17  # point-to-epipolar-line distances computed at once by search_epipolar
 
 
 # ======================================================================= distances
@@ -246,24 +247,45 @@ def search_epipolar(f1: Features, f2: Features, T_c2_c1_or_F21: np.ndarray, K: n
     lines /= np.maximum(np.hypot(lines[:, 0], lines[:, 1]), 1e-300)[:, None]
     uv2 = f2.uv_und[idx2]
     oct2 = f2.octave[idx2]
-    # dense (n1, n2) test in float32 (sub-1e-4 px error), then only the pairs near a line go on
-    dline = lines[:, :2].astype(np.float32) @ uv2.T.astype(np.float32)
-    dline += lines[:, 2:].astype(np.float32)
-    a, b = np.nonzero(np.abs(dline) < np.sqrt(chi2 * sig2[oct2]).astype(np.float32)[None, :])
+    # the (n1, n2) point-to-line distances in float32 (sub-1e-4 px error), computed and thresholded by blocks of
+    # rows: a block stays in cache, and its product is small enough for OpenBLAS to run it in the calling thread
+    # (threads cost more than such a product, far more on a busy machine). With 2 rows or more a block is a
+    # matrix product as that of all rows at once (not a matrix-vector one): the same float32 values.
+    n1, n2 = len(idx1), len(idx2)
+    nrm, off = lines[:, :2].astype(np.float32), lines[:, 2:].astype(np.float32)
+    uv2t = uv2.T.astype(np.float32)
+    thr = np.sqrt(chi2 * sig2[oct2]).astype(np.float32)
+    nblk = max(1, min(n1 // 2, -(-n1 * n2 // _EPI_BLOCK)))
+    edges = np.arange(nblk + 1) * n1 // nblk  # blocks of equal size (to one row)
+    buf = np.empty((-(-n1 // nblk), n2), np.float32)
+    near = np.empty(buf.shape, bool)
+    hits = []
+    for r0, r1 in zip(edges[:-1], edges[1:]):
+        d = np.matmul(nrm[r0:r1], uv2t, out=buf[:r1 - r0])
+        d += off[r0:r1]
+        np.less(np.abs(d, out=d), thr, out=near[:r1 - r0])
+        hits.append(np.flatnonzero(near[:r1 - r0]) + r0 * n2)
+    a, b = np.divmod(np.concatenate(hits), n2)  # the pairs sorted by a, then b (as np.nonzero, which is slower)
     if len(a) and epipole_px > 0 and abs(ep[2]) > 1e-12:
+        # keypoints 2 without depth near the epipole: no pair with keypoints 1 without depth
         e2 = ep[:2] / ep[2]
-        de2 = np.sum((uv2[b] - e2) ** 2, axis=1)
-        mono = (f1.u_right[idx1[a]] < 0) & (f2.u_right[idx2[b]] < 0)
-        keep = ~(mono & (de2 < epipole_px**2 * scale_factor ** oct2[b]))
-        a, b = a[keep], b[keep]
+        de2 = np.sum((uv2 - e2) ** 2, axis=1)
+        near_ep = (f2.u_right[idx2] < 0) & (de2 < epipole_px**2 * scale_factor ** oct2)
+        if near_ep.any():
+            keep = ~(near_ep[b] & (f1.u_right[idx1] < 0)[a])
+            a, b = a[keep], b[keep]
     if len(a) == 0:
         return e, e
-    dist = hamming(f1.desc[idx1[a]], f2.desc[idx2[b]])
-    best, second = _best_per_group(a, dist)
+    dist = hamming(np.take(f1.desc[idx1], a, axis=0), np.take(f2.desc[idx2], b, axis=0))  # take: faster than [a]
+    # each keypoint 1 (a run of equal a): its best pair (smallest distance, then smallest b) and second best distance
+    start = np.flatnonzero(np.r_[True, a[1:] != a[:-1]])
+    best = np.minimum.reduceat(dist.astype(np.int64) * len(a) + np.arange(len(a)), start) % len(a)
     d1 = dist[best]
-    d2 = np.where(second >= 0, dist[np.maximum(second, 0)], _BIG)
+    rest = dist.copy()
+    rest[best] = _BIG
+    d2 = np.minimum.reduceat(rest, start)  # _BIG without a second pair
     best = best[(d1 <= max_dist) & (d1 < ratio * d2)]
-    best = best[_unique_by(b[best], dist[best])]
+    best = best[_unique_by(b[best], dist[best])]  # best is sorted by a: a keypoint 2 tied goes to the first one
     i1, i2 = idx1[a[best]], idx2[b[best]]
     if check_orientation and len(i1):
         m = rotation_consistency(f1.angle[i1], f2.angle[i2])

@@ -257,3 +257,88 @@ def test_search_epipolar_finds_true_correspondences(pair):
     k0, k3 = search_epipolar(f0, f3, T30, camera.K, sub0, sub3, ex.level_sigma2)
     assert np.all(np.isin(k0, sub0)) and np.all(np.isin(k3, sub3))
     assert len(search_epipolar(f0, f3, T30, camera.K, free0[:0], free3)[0]) == 0
+
+
+def _search_epipolar_plain(f1, f2, T21, K, idx1, idx2, sigma2, *, max_dist=TH_LOW, ratio=0.6, chi2=3.84,
+                           scale_factor=1.2, epipole_px=10.0):
+    """search_epipolar written plainly: the whole distance matrix (in float32, as documented there), then a loop."""
+    F = fundamental_from_pose(T21, K)
+    ep = K @ T21[:3, 3]
+    e2 = ep[:2] / ep[2]
+    uv2, oct2 = f2.uv_und[idx2], f2.octave[idx2]
+    lines = np.c_[f1.uv_und[idx1], np.ones(len(idx1))] @ F.T
+    lines /= np.hypot(lines[:, 0], lines[:, 1])[:, None]
+    dline = lines[:, :2].astype(np.float32) @ uv2.T.astype(np.float32) + lines[:, 2:].astype(np.float32)
+    near_line = np.abs(dline) < np.sqrt(chi2 * sigma2[oct2]).astype(np.float32)
+    # a pair of keypoints without depth needs keypoint 2 away from the epipole
+    mono1, mono2 = f1.u_right[idx1] < 0, f2.u_right[idx2] < 0
+    near_epipole = np.sum((uv2 - e2) ** 2, axis=1) < epipole_px**2 * scale_factor**oct2
+    allowed = near_line & ~(mono1[:, None] & (mono2 & near_epipole)[None, :])
+    H = hamming_matrix(f1.desc[idx1], f2.desc[idx2])
+    taken = {}  # keypoint 2 -> (distance, keypoint 1): the smallest distance, the first keypoint 1 on a tie
+    for i in range(len(idx1)):
+        js = np.flatnonzero(allowed[i])
+        if len(js) == 0:
+            continue
+        js = js[np.argsort(H[i, js], kind="stable")]  # by distance, then index
+        d1, d2 = H[i, js[0]], (H[i, js[1]] if len(js) > 1 else np.inf)
+        if d1 <= max_dist and d1 < ratio * d2 and (js[0] not in taken or d1 < taken[js[0]][0]):
+            taken[js[0]] = (d1, i)
+    i1 = np.array([idx1[i] for _, i in taken.values()], int)
+    i2 = np.array([idx2[j] for j in taken], int)
+    keep = rotation_consistency(f1.angle[i1], f2.angle[i2])
+    i1, i2 = i1[keep], i2[keep]
+    o = np.argsort(i1)
+    return i1[o], i2[o]
+
+
+def _assert_search_epipolar_as_plain(f1, f2, T21, K, sigma2, rng):
+    """search_epipolar and the plain version agree on random candidate subsets, with and without depths."""
+    n = []
+    for variant in range(4):
+        idx1 = np.sort(rng.choice(len(f1), int(rng.uniform(0.6, 0.8) * len(f1)), replace=False))
+        idx2 = np.sort(rng.choice(len(f2), int(rng.uniform(0.6, 0.8) * len(f2)), replace=False))
+        g1, g2, kw = f1, f2, {}
+        if variant == 1:  # some keypoints with a depth (stereo)
+            g1, g2 = f1.subset(np.arange(len(f1))), f2.subset(np.arange(len(f2)))
+            g1.u_right = np.where(rng.random(len(f1)) < 0.5, f1.uv_und[:, 0] - 10.0, -1.0)
+            g2.u_right = np.where(rng.random(len(f2)) < 0.5, f2.uv_und[:, 0] - 10.0, -1.0)
+        elif variant == 2:  # candidates in any order, looser thresholds
+            idx1, idx2 = rng.permutation(idx1), rng.permutation(idx2)
+            kw = dict(chi2=5.99, ratio=0.8, max_dist=TH_HIGH)
+        elif variant == 3:  # small subsets
+            idx1, idx2 = idx1[:3], idx2[::40]
+        i1, i2 = search_epipolar(g1, g2, T21, K, idx1, idx2, sigma2, **kw)
+        j1, j2 = _search_epipolar_plain(g1, g2, T21, K, idx1, idx2, sigma2, **kw)
+        assert np.array_equal(i1, j1) and np.array_equal(i2, j2)
+        n.append(len(i1))
+    return n
+
+
+def test_search_epipolar_as_plain_version_synthetic(pair):
+    camera, ex, data = pair
+    (f0, _, T0), (f3, _, T3) = data[0], data[3]
+    rng = np.random.default_rng(6)
+    n = _assert_search_epipolar_as_plain(f0, f3, np.linalg.inv(T3) @ T0, camera.K, ex.level_sigma2, rng)
+    n += _assert_search_epipolar_as_plain(f3, f0, np.linalg.inv(T0) @ T3, camera.K, ex.level_sigma2, rng)
+    print(f"\nsearch_epipolar as its plain version, synthetic pair: {n} matches")
+    assert min(n[:3] + n[4:7]) > 50
+
+
+def test_search_epipolar_as_plain_version_kitti(kitti_path):
+    """Real features on KITTI frames 2 to 10 apart (forward motion: the epipole is in the image)."""
+    from slam.datasets import open_sequence
+
+    seq = open_sequence(kitti_path)
+    ex = FeatureExtractor(FeatureConfig(), seq.camera)
+    rng = np.random.default_rng(7)
+    feats = {}
+    n = []
+    for i, j in ((0, 2), (30, 36), (80, 70)):
+        for k in (i, j):
+            if k not in feats:
+                feats[k] = ex.extract(seq[k].image)
+        T_c2_c1 = np.linalg.inv(seq.groundtruth_pose(j)) @ seq.groundtruth_pose(i)
+        n += _assert_search_epipolar_as_plain(feats[i], feats[j], T_c2_c1, seq.camera.K, ex.level_sigma2, rng)
+    print(f"\nsearch_epipolar as its plain version, KITTI pairs: {n} matches")
+    assert min(n[:3] + n[4:7] + n[8:11]) > 10
