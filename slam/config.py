@@ -30,6 +30,7 @@ class TrackingConfig:
     motion_max_hamming: int = 100  # descriptor distance accepted when matching the last frame
     local_radius_px: float = 3.0  # search window when projecting the local map
     min_matches_motion: int = 20  # below this the motion-model search is retried wider
+    motion_opt_rounds: int = 4  # outlier rounds of the pose optimisation on the last frame's matches (then the local map's: 4)
     min_inliers: int = 30  # inliers after the local-map optimisation to count as tracked
     max_local_keyframes: int = 40  # covisible keyframes whose points form the local map
     kf_max_frames: int = 30  # a keyframe at least every this many frames (about 1 s)

@@ -39,6 +39,7 @@ import g2opy
 import numpy as np
 
 from slam.geometry.se3 import normalize_pose
+from slam.pose_kernel import pose_system
 
 log = logging.getLogger(__name__)
 
@@ -110,17 +111,18 @@ class PoseResult:
 
 
 class _PoseProblem:
-    """Residuals and Jacobians of N observations of fixed world points, for one pose."""
+    """Residuals, cost and normal equations of N observations of fixed world points, for one pose."""
 
     def __init__(self, points_w, uv, u_right, inv_sigma2, fx, fy, cx, cy, bf, inv_sigma2_disp=None):
-        self.X = points_w
+        f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # one compiled kernel for every call
+        self.X = f64(points_w)
         self.meas = np.column_stack([uv, np.maximum(u_right, 0.0)])
         self.smask = (u_right >= 0).astype(np.float64)  # zero row 3 for mono
-        self.w = inv_sigma2
+        self.w = f64(inv_sigma2)
         # Third row: u_right's error (stereo) or the disparity error (RGB-D, see reprojection_chi2).
         self.disparity = inv_sigma2_disp is not None
-        self.wr = inv_sigma2 if inv_sigma2_disp is None else inv_sigma2_disp
-        self.cam = (fx, fy, cx, cy, bf)
+        self.wr = self.w if inv_sigma2_disp is None else f64(inv_sigma2_disp)
+        self.cam = tuple(float(c) for c in (fx, fy, cx, cy, bf))
 
     def residuals(self, T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Camera-frame points (N, 3) and residuals ``meas - proj`` (N, 3)."""
@@ -137,33 +139,13 @@ class _PoseProblem:
             r[:, 2] -= r[:, 0] * self.smask
         return p, r
 
-    def jacobian(self, p: np.ndarray) -> np.ndarray:
-        """d proj / d xi (N, 3, 6) for the left perturbation ``T <- exp(xi) T``, ``xi = (rho, phi)``.
-
-        ``p' = p + rho + phi x p``; chain with the pinhole derivative.
-        """
-        fx, fy, _, _, bf = self.cam
-        inv_z = 1.0 / p[:, 2]
-        xz, yz = p[:, 0] * inv_z, p[:, 1] * inv_z
-        J = np.zeros((len(p), 3, 6))
-        J[:, 0, 0] = fx * inv_z
-        J[:, 0, 2] = -fx * xz * inv_z
-        J[:, 0, 3] = -fx * xz * yz
-        J[:, 0, 4] = fx * (1.0 + xz * xz)
-        J[:, 0, 5] = -fx * yz
-        J[:, 1, 1] = fy * inv_z
-        J[:, 1, 2] = -fy * yz * inv_z
-        J[:, 1, 3] = -fy * (1.0 + yz * yz)
-        J[:, 1, 4] = fy * xz * yz
-        J[:, 1, 5] = fy * xz
-        # u_right = u - bf / z adds (bf / z^2) * d z / d xi, with d z / d xi = (0, 0, 1, y, -x, 0)
-        c = bf * inv_z
-        J[:, 2] = 0.0 if self.disparity else J[:, 0]
-        J[:, 2, 2] += c * inv_z
-        J[:, 2, 3] += c * yz
-        J[:, 2, 4] -= c * xz
-        J[:, 2] *= self.smask[:, None]
-        return J
+    def system(self, T: np.ndarray, active: np.ndarray, delta2: np.ndarray | None):
+        """``(H, g, cost)`` at pose ``T``: Gauss-Newton normal equations and robust cost (compiled, see slam.pose_kernel)."""
+        fx, fy, cx, cy, bf = self.cam
+        robust = delta2 is not None
+        return pose_system(self.X, np.ascontiguousarray(T[:3, :3]), np.ascontiguousarray(T[:3, 3]), self.meas,
+                           self.smask, self.w, self.wr, fx, fy, cx, cy, bf, self.disparity, active,
+                           delta2 if robust else self.w, robust)
 
     def cost(self, r: np.ndarray, active: np.ndarray, delta2: np.ndarray | None):
         """Per-observation chi2 and the (robust) cost summed over active observations."""
@@ -193,27 +175,18 @@ def _se3_exp(xi: np.ndarray) -> np.ndarray:
     return T
 
 
-def _pose_levenberg(prob: _PoseProblem, T, p, r, active, delta2, iterations, tol=1e-8, rel_tol=1e-6):
+def _pose_levenberg(prob: _PoseProblem, T, active, delta2, iterations, tol=1e-8, rel_tol=1e-6):
     """Levenberg-damped Gauss-Newton on the pose; Huber via IRLS when ``delta2`` is given.
 
-    ``p, r`` are ``prob.residuals(T)``. Returns the pose, its ``p, r`` and the
-    number of linear solves. Stops once a step is below ``tol`` (radians /
-    metres; that step is taken without checking the cost) or lowers the cost
-    by less than ``rel_tol`` of it.
+    Returns the pose, its ``prob.residuals`` and the number of linear solves.
+    Stops once a step is below ``tol`` (radians / metres; that step is taken
+    without checking the cost) or lowers the cost by less than ``rel_tol`` of it.
     """
-    chi2, cost = prob.cost(r, active, delta2)
+    H, g, cost = prob.system(T, active, delta2)
     lam, solves = 0.0, 0
     for _ in range(iterations):
-        # IRLS weight of the Huber kernel: rho'(chi2) = min(1, delta / sqrt(chi2))
-        hub = active.astype(np.float64)
-        if delta2 is not None:
-            hub = hub * np.sqrt(np.minimum(1.0, delta2 / np.maximum(chi2, 1e-300)))
-        sw = np.sqrt(np.column_stack([prob.w * hub, prob.w * hub, prob.wr * hub]))  # per residual row
-        Jw = (prob.jacobian(p) * sw[:, :, None]).reshape(-1, 6)
-        H = Jw.T @ Jw
-        g = Jw.T @ (r * sw).ravel()
         diag = np.diag(H).copy()
-        accepted = False
+        accepted = converged = False
         for _trial in range(6):
             solves += 1
             try:
@@ -225,17 +198,16 @@ def _pose_levenberg(prob: _PoseProblem, T, p, r, active, delta2, iterations, tol
                 T = _se3_exp(dx) @ T
                 return (T, *prob.residuals(T), solves)
             T_new = _se3_exp(dx) @ T
-            p_new, r_new = prob.residuals(T_new)
-            chi2_new, cost_new = prob.cost(r_new, active, delta2)
+            H_new, g_new, cost_new = prob.system(T_new, active, delta2)  # the next iteration's system if accepted
             if cost_new <= cost:
                 converged = cost - cost_new <= rel_tol * cost
-                T, p, r, chi2, cost, accepted = T_new, p_new, r_new, chi2_new, cost_new, True
+                T, H, g, cost, accepted = T_new, H_new, g_new, cost_new, True
                 lam = 0.0 if lam < 1e-6 else lam / 10.0
                 break
             lam = max(lam * 10.0, 1e-4)
         if not accepted or converged:
             break
-    return T, p, r, solves
+    return (T, *prob.residuals(T), solves)
 
 
 def optimize_pose(
@@ -293,7 +265,7 @@ def optimize_pose(
         if active.sum() < _MIN_ACTIVE:
             break
         robust = rnd < rounds - 1 or rounds == 1
-        T, p, r, k = _pose_levenberg(prob, T, p, r, active, gate if robust else None, iterations)
+        T, p, r, k = _pose_levenberg(prob, T, active, gate if robust else None, iterations)
         steps += k
         chi2, _ = prob.cost(r, active, None)
         # NaN chi2 (point on the camera plane) fails the comparison and counts as outlier

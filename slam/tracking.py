@@ -202,7 +202,7 @@ class Tracker:
             if n < self.tc.min_matches_motion:
                 cur.point_ids[:] = -1
                 n = self._match_last_frame(cur, 2 * self.tc.motion_radius_px)
-            if n >= self.tc.min_matches_motion and self._optimize(cur) >= 10:
+            if n >= self.tc.min_matches_motion and self._optimize(cur, self.tc.motion_opt_rounds) >= 10:
                 return True
         # Reference keyframe: descriptor matching against its map points.
         cur.T_c_w = last.T_c_w.copy()
@@ -217,7 +217,7 @@ class Tracker:
         self._drop_bad_points(cur)
         if len(cur.matched()) < 15:
             return False
-        return self._optimize(cur) >= 10
+        return self._optimize(cur, self.tc.motion_opt_rounds) >= 10
 
     def _match_last_frame(self, cur: TrackedFrame, radius: float) -> int:
         last = self.last
@@ -264,7 +264,7 @@ class Tracker:
         m.count_found(found[m.valid_mask(found)])
         return n >= self.tc.min_inliers
 
-    def _optimize(self, cur: TrackedFrame) -> int:
+    def _optimize(self, cur: TrackedFrame, rounds: int = 4) -> int:
         """Motion-only BA on the current matches; outliers are unmatched. Returns the inlier count."""
         self._drop_bad_points(cur)
         idx = np.nonzero(cur.point_ids >= 0)[0]
@@ -275,7 +275,7 @@ class Tracker:
         res = optimize_pose(
             cur.T_c_w, pts, f.uv_und[idx], f.u_right[idx], self.extractor.inv_level_sigma2[f.octave[idx]],
             self.camera.fx, self.camera.fy, self.camera.cx, self.camera.cy, self.bf,
-            inv_sigma2_disp=self._disp_weights(len(idx)),
+            inv_sigma2_disp=self._disp_weights(len(idx)), rounds=rounds,
         )
         cur.T_c_w = res.T_c_w
         cur.point_ids[idx[~res.inliers]] = -1

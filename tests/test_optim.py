@@ -234,20 +234,40 @@ def test_chi2_and_pose_convention_match_g2o():
         assert ours[i] == pytest.approx(e.chi2(), rel=1e-6)  # g2o keeps bf in float
 
 
-def test_pose_jacobian_matches_finite_differences():
-    rng = np.random.default_rng(1)
-    s = pose_scene(rng, n=10, stereo_frac=0.5)
-    prob = _PoseProblem(s.X, s.uv, s.ur, s.w, FX, FY, CX, CY, BF)
-    p, _ = prob.residuals(s.T_c_w)
-    J = prob.jacobian(p)
+@pytest.mark.parametrize("disparity", [False, True], ids=["stereo", "rgbd"])
+def test_pose_normal_equations_match_finite_differences(disparity):
+    """The compiled system equals J^T W J and J^T W r with J from central differences of the residuals."""
+    rng = np.random.default_rng(5)
+    s = pose_scene(rng, n=200, stereo_frac=0.5, outlier_frac=0.0)
+    wd = rng.uniform(0.5, 2.0, 200) if disparity else None
+    prob = _PoseProblem(s.X, s.uv, s.ur, s.w, FX, FY, CX, CY, BF, wd)
+    T = perturb(rng, s.T_c_w, 0.02, 1.0)
+    _, r = prob.residuals(T)
     h = 1e-6
+    J = np.zeros((200, 3, 6))
     for k in range(6):
         d = np.zeros(6)
         d[k] = h
-        _, r_plus = prob.residuals(se3_exp(d) @ s.T_c_w)
-        _, r_minus = prob.residuals(se3_exp(-d) @ s.T_c_w)
-        # residual = meas - proj, so d proj = -(d residual)
-        np.testing.assert_allclose(J[:, :, k], -(r_plus - r_minus) / (2 * h), rtol=1e-5, atol=1e-4)
+        _, r_plus = prob.residuals(se3_exp(d) @ T)
+        _, r_minus = prob.residuals(se3_exp(-d) @ T)
+        J[:, :, k] = -(r_plus - r_minus) / (2 * h)  # residual = meas - proj
+    W = np.column_stack([s.w, s.w, s.w if wd is None else wd])
+    active = rng.random(200) < 0.9
+    Wa = W * active[:, None]
+    H_ref = np.einsum("nki,nk,nkj->ij", J, Wa, J)
+    g_ref = np.einsum("nki,nk,nk->i", J, Wa, r)
+    H, g, cost = prob.system(T, active, None)
+    np.testing.assert_allclose(H, H_ref, rtol=1e-5, atol=1e-3 * np.abs(H_ref).max() * 1e-3)
+    np.testing.assert_allclose(g, g_ref, rtol=1e-5, atol=1e-6 * np.abs(g_ref).max())
+    chi2, cost_ref = prob.cost(r, active, None)
+    assert cost == pytest.approx(cost_ref, rel=1e-12)
+    # Huber: the IRLS weights sqrt(min(1, delta2 / chi2)) scale each observation's rows
+    delta2 = np.full(200, 2.0)
+    H_rob, _, cost_rob = prob.system(T, active, delta2)
+    hub = np.sqrt(np.minimum(1.0, delta2 / np.maximum(chi2, 1e-300)))
+    np.testing.assert_allclose(H_rob, np.einsum("nki,nk,nkj->ij", J, Wa * hub[:, None], J), rtol=1e-5,
+                               atol=1e-6 * np.abs(H_ref).max())
+    assert cost_rob == pytest.approx(prob.cost(r, active, delta2)[1], rel=1e-12)
 
 
 @pytest.mark.parametrize("stereo_frac", [0.0, 1.0, 0.5], ids=["mono", "stereo", "mixed"])

@@ -88,3 +88,14 @@ def test_an_unexpected_reader_error_reaches_the_caller():
 
     with FramePipeline(Broken(10), lambda f: None, 10) as pipe, pytest.raises(RuntimeError, match="disk vanished"):
         list(pipe)
+
+
+def test_preload_decodes_everything_before_the_first_frame():
+    seq = FakeSequence(20, corrupt=(4,))
+    with FramePipeline(seq, lambda f: len(seq.read), 20, preload=True) as pipe:
+        pipe.load()
+        assert seq.read == set(range(20))
+        items = list(pipe)
+    assert [it.index for it in items] == list(range(20))
+    assert all(it.prepared == 20 for it in items if it.error is None)
+    assert items[4].error is not None and items[4].frame is None

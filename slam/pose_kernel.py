@@ -1,0 +1,95 @@
+"""Compiled inner loop of the motion-only pose optimisation (numba): cost, Gauss-Newton system, one pass.
+
+Tracking optimises each frame's pose twice over some 300-600 observations.
+In numpy every Levenberg iteration builds (N, 3, 6) Jacobians and a dozen
+temporaries; the loop below does residual, Huber weight, Jacobian and the
+6x6 accumulation per observation in one pass, without the GIL (local mapping
+keeps running in parallel). ``slam.optim`` keeps the Levenberg logic.
+
+Model (as :func:`slam.optim.reprojection_chi2`): a point ``p = R X + t`` in
+the camera projects to ``u = fx x/z + cx``, ``v = fy y/z + cy`` and, for a
+stereo / RGB-D observation, ``u_r = u - bf/z``. Residuals are measurement
+minus prediction; the third is the right-image column error, or with
+``disparity`` the disparity error ``r_ur - r_u``. The pose is perturbed on the
+left, ``T <- exp(xi) T`` with ``xi = (rho, phi)``, so ``dp/dxi = [I, -[p]x]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def pose_system(X, R, t, meas, smask, w, wr, fx, fy, cx, cy, bf, disparity, active, delta2, robust):
+    """Robust cost and weighted normal equations ``H = sum J^T W J``, ``g = sum J^T W r`` at pose ``(R, t)``.
+
+    Args:
+        X: (N, 3) world points; meas: (N, 3) measured u, v, u_right (0 where mono);
+        smask: (N,) 1.0 for stereo / RGB-D observations, 0.0 for mono;
+        w, wr: (N,) information of the pixel rows and of the third row;
+        active: (N,) bool, observations that take part;
+        delta2: (N,) Huber threshold on chi2 (used when ``robust``).
+
+    Returns ``(H (6, 6), g (6,), cost)``; the cost sums Huber's rho (or chi2)
+    over active observations. Observations with a non-finite chi2 (a point on
+    the camera plane) are left out.
+    """
+    H = np.zeros((6, 6))
+    g = np.zeros(6)
+    J = np.zeros((3, 6))
+    cost = 0.0
+    for n in range(X.shape[0]):
+        if not active[n]:
+            continue
+        px = R[0, 0] * X[n, 0] + R[0, 1] * X[n, 1] + R[0, 2] * X[n, 2] + t[0]
+        py = R[1, 0] * X[n, 0] + R[1, 1] * X[n, 1] + R[1, 2] * X[n, 2] + t[1]
+        pz = R[2, 0] * X[n, 0] + R[2, 1] * X[n, 1] + R[2, 2] * X[n, 2] + t[2]
+        if pz == 0.0:
+            continue
+        iz = 1.0 / pz
+        xz, yz = px * iz, py * iz
+        u = fx * xz + cx
+        r0 = meas[n, 0] - u
+        r1 = meas[n, 1] - (fy * yz + cy)
+        s = smask[n]
+        r2 = (meas[n, 2] - u + bf * iz) * s
+        if disparity:
+            r2 -= r0 * s
+        chi2 = w[n] * (r0 * r0 + r1 * r1) + wr[n] * r2 * r2
+        if not np.isfinite(chi2):
+            continue
+        hub = 1.0
+        if robust and chi2 > delta2[n]:
+            cost += 2.0 * np.sqrt(delta2[n] * chi2) - delta2[n]
+            hub = np.sqrt(delta2[n] / chi2)
+        else:
+            cost += chi2
+        # d(prediction)/d(xi), rows u, v, third
+        J[0, 0] = fx * iz
+        J[0, 1] = 0.0
+        J[0, 2] = -fx * xz * iz
+        J[0, 3] = -fx * xz * yz
+        J[0, 4] = fx * (1.0 + xz * xz)
+        J[0, 5] = -fx * yz
+        J[1, 0] = 0.0
+        J[1, 1] = fy * iz
+        J[1, 2] = -fy * yz * iz
+        J[1, 3] = -fy * (1.0 + yz * yz)
+        J[1, 4] = fy * xz * yz
+        J[1, 5] = fy * xz
+        c = bf * iz
+        for k in range(6):
+            J[2, k] = 0.0 if disparity else J[0, k]
+        J[2, 2] += c * iz
+        J[2, 3] += c * yz
+        J[2, 4] -= c * xz
+        wu, wv, w3 = hub * w[n], hub * w[n], hub * wr[n] * s
+        for a in range(6):
+            g[a] += wu * J[0, a] * r0 + wv * J[1, a] * r1 + w3 * J[2, a] * r2
+            for b in range(a, 6):
+                H[a, b] += wu * J[0, a] * J[0, b] + wv * J[1, a] * J[1, b] + w3 * J[2, a] * J[2, b]
+    for a in range(6):
+        for b in range(a):
+            H[a, b] = H[b, a]
+    return H, g, cost
