@@ -52,7 +52,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--synth-dir", type=Path, default=Path(os.environ.get("SLAM_BENCH_DATA", "/tmp/slam_bench")))
     p.add_argument("--only", nargs="*", help="substrings of case names to run")
+    p.add_argument("--table-only", action="store_true", help="rewrite backbone.md from backbone.json, run nothing")
     args = p.parse_args()
+    if args.table_only:
+        d = json.loads((RESULTS / "backbone.json").read_text())
+        write_table(d["meta"], d["results"])
+        return
     for name in ("demo", "loop600"):
         if not (args.synth_dir / name / "synth.json").is_file():
             generate(preset(name), args.synth_dir / name, progress=False)
@@ -93,6 +98,27 @@ def main() -> None:
     meta = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
             "command": "python benchmarks/backbone.py", "date": time.strftime("%Y-%m-%d")}
     (RESULTS / "backbone.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
+    write_table(meta, rows)
+
+
+LEGEND = """Columns (milliseconds; 2 cores shared by every thread of the process):
+
+* **pose interval**: wall time between consecutive poses out of the tracker, i.e. the sustained rate
+  (1000 / median = frames per second). Without `--realtime` frames come as fast as the pipeline allows.
+* **latency**: from a frame's arrival (its recorded time with `--realtime`; else when decoded) to its pose.
+* **tracking thread**: the tracking step alone (motion model, local map, keyframe decision), features
+  already extracted by the pipeline's feature thread.
+* **local mapping ms per KF (BA)**: the local-mapping thread per keyframe, and its local bundle adjustment.
+* *PNG replay* decodes the noisy synthetic PNGs during the run (~25 ms of CPU per frame, competing for the
+  2 cores); *frames in memory* (`--preload`) decodes them first, as a camera delivers decoded frames.
+* *sync-mapping* runs local mapping inside the tracking thread after every keyframe: what the algorithm
+  gives when mapping always keeps up (not real time).
+
+Where the time goes, and the profile behind these numbers: `benchmarks/results/backbone_profile.md`.
+"""
+
+
+def write_table(meta: dict, rows: list[dict]) -> None:
     lines = ["| case | frames | tracked | lost | KFs | ATE RMSE (m) | path (m) | pose interval ms median / p95 "
              "| latency ms median / p95 | tracking thread ms median / p95 | local mapping ms per KF (BA) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -106,7 +132,7 @@ def main() -> None:
                      f"{f(r.get('local_mapping_ms_median'), 0)} ({f(r['local_ba_ms_median'], 0)}) |")
     (RESULTS / "backbone.md").write_text(
         f"# Backbone benchmark ({meta['date']}, {meta['machine']['cpus']} CPUs)\n\n`{meta['command']}`\n\n"
-        + "\n".join(lines) + "\n")
+        + "\n".join(lines) + "\n\n" + LEGEND)
     print("\n".join(lines))
 
 
