@@ -238,7 +238,7 @@ class Map:
 
     @_locked
     def erase_keyframe(self, kf: KeyFrame | int) -> bool:
-        """Remove a keyframe (ORB-SLAM's ``SetBadFlag``, simplified); False for the root or a bad one.
+        """Remove a keyframe (ORB-SLAM's ``SetBadFlag``, simplified); False for a root (no parent) or a bad one.
 
         Its covisibility edges and point observations go (points left with too
         few observations are erased). Its children are re-attached to the
@@ -249,7 +249,9 @@ class Map:
         parent is kept in ``erased_keyframes`` (see :meth:`keyframe_pose`).
         """
         kf = self._kf(kf)
-        if kf.bad or kf.id == self.root_id:
+        if kf.bad or kf.id == self.root_id or kf.parent_id not in self.keyframes:
+            # A keyframe without a parent anchors its part of the tree (the first keyframe of a map
+            # started after tracking was lost): frames tracked against it need its pose.
             return False
         for k in list(kf.connections):
             other = self.keyframes.get(k)

@@ -163,6 +163,25 @@ def test_erase_keyframe_reparents_children_and_keeps_tree_connected():
         m.new_point([0.0, 0.0, 1.0], T1_kf, 0)
 
 
+def test_root_of_a_later_map_is_never_erased():
+    """After tracking is lost a new map starts in the same Map: its first keyframe has no parent.
+
+    Erasing it would leave frames tracked against it without a pose (a KeyError when the
+    trajectory is written, after the whole run).
+    """
+    m = build(4)
+    share(m, [0, 1], 30)
+    share(m, [2, 3], 30)  # keyframes 2, 3: a second map, not connected to 0, 1
+    for k in range(4):
+        m.keyframes[k].update_connections(m)
+    assert [m.keyframes[k].parent_id for k in range(4)] == [-1, 0, -1, 2]
+    T3 = m.keyframes[3].T_c_w.copy()
+    assert m.erase_keyframe(2) is False
+    assert m.erase_keyframe(3) is True  # it has a parent: erased, its pose kept relative to 2
+    np.testing.assert_allclose(m.keyframe_pose(3), T3, atol=1e-12)
+    assert m.check_consistency() == []
+
+
 # ---------------------------------------------------------------- fusion
 def test_replace_point_merges_observations():
     m = build(3)
