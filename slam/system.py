@@ -82,9 +82,19 @@ class System:
     # ---------------------------------------------------------------- outputs
     def trajectory(self) -> Trajectory:
         """``T_w_c`` of every tracked frame, through its reference keyframe's current pose."""
+        stamps, poses, lost = [], [], 0
         with self.map.lock:
-            poses = [self._kf_T_w_c(r.ref_kf_id) @ inv_pose(r.T_c_ref) for r in self.records]
-        return Trajectory(np.array([r.timestamp for r in self.records]), np.array(poses).reshape(-1, 4, 4))
+            for r in self.records:
+                try:
+                    T_w_ref = self._kf_T_w_c(r.ref_kf_id)
+                except KeyError:  # its keyframe's pose is gone (a map bug): leave the frame out, say so
+                    lost += 1
+                    continue
+                stamps.append(r.timestamp)
+                poses.append(T_w_ref @ inv_pose(r.T_c_ref))
+        if lost:
+            log.error("%d tracked frames left out of the trajectory: their reference keyframe's pose is lost", lost)
+        return Trajectory(np.array(stamps), np.array(poses).reshape(-1, 4, 4))
 
     def _kf_T_w_c(self, kf_id: int) -> np.ndarray:
         """Current pose of a keyframe; a culled one follows its parent by the relative pose it had."""

@@ -91,3 +91,18 @@ def test_relative_pose_of_frames_follows_keyframe_corrections(frames):
     assert moved.any()
     np.testing.assert_allclose(after[moved], D @ before[moved], atol=1e-9)
     np.testing.assert_allclose(after[~moved], before[~moved], atol=1e-12)
+
+
+def test_trajectory_leaves_out_frames_whose_keyframe_pose_is_lost(frames, caplog):
+    """A broken keyframe chain must not cost the whole run's trajectory."""
+    camera, rig, fr = frames
+    system, _ = _run(camera, "rgbd", fr[:20])
+    full = system.trajectory()
+    victim = system.records[5].ref_kf_id
+    with system.map.lock:  # simulate the bug: the keyframe disappears without a trace
+        del system.map.keyframes[victim]
+        system.map.erased_keyframes.pop(victim, None)
+    part = system.trajectory()
+    n_lost = sum(r.ref_kf_id == victim for r in system.records)
+    assert n_lost > 0 and len(part) == len(full) - n_lost
+    assert "left out of the trajectory" in caplog.text
