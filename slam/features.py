@@ -119,6 +119,8 @@ class _BandGrid:
         key = band * self.stride + (np.clip(uv[:, 0], self.u_lo, self.u_hi) - self.u_lo)
         self.order = np.argsort(key, kind="stable")
         self.keys = key[self.order]
+        # first key of each band (and the end): keys of band b lie in [b * stride, b * stride + 3 * width]
+        self.band_start = np.searchsorted(self.keys, np.arange(self.n_bands + 1) * self.stride).astype(np.int64)
 
     def _band(self, v: np.ndarray) -> np.ndarray:
         return np.clip(np.floor(v / self.band_px), 0, self.n_bands - 1)

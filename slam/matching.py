@@ -1,9 +1,10 @@
 """Descriptor matching of ORB features: Hamming distances, search by projection, brute force, epipolar search.
 
-All searches are vectorised: candidate pairs are built in one go (from the keypoint grid of
-:class:`~slam.features.Features` or a distance matrix), their distances computed in one batch,
-and the winners picked by sorting. Thresholds follow ORB-SLAM (``TH_HIGH``, ``TH_LOW``, ratio
-tests, orientation histogram).
+The brute-force and epipolar searches are vectorised: candidate pairs are built in one go (from a
+distance matrix or point-to-line distances), their distances computed in one batch, and the winners
+picked by sorting. The search by projection, run twice per tracked frame, is compiled
+(:mod:`slam.match_kernel`). Thresholds follow ORB-SLAM (``TH_HIGH``, ``TH_LOW``, ratio tests,
+orientation histogram).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import cv2
 import numpy as np
 
 from slam.features import Features
+from slam.match_kernel import search_by_projection
 
 TH_HIGH = 100  # Hamming distance accepted when the geometry already restricts the candidates well
 TH_LOW = 50  # Hamming distance for matches with weak geometric support
@@ -52,22 +54,6 @@ def hamming_matrix(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return np.rint((nbits - a @ b.T) * 0.5).astype(np.int32)
 
 
-def _best_per_group(group: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For pairs sorted into groups: positions of each group's best and second best (-1 if none)."""
-    if len(group) == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    o = np.argsort(group.astype(np.int64) * 1024 + np.minimum(dist, 1023), kind="stable")  # by group, then distance
-    g = group[o]
-    first = np.r_[True, g[1:] != g[:-1]]
-    best = o[first]
-    nxt = np.nonzero(first)[0] + 1  # sorted position after each group's best
-    has2 = nxt < len(o)
-    has2[has2] = ~first[nxt[has2]]
-    second = np.full(len(best), -1, np.int64)
-    second[has2] = o[nxt[has2]]
-    return best, second
-
-
 def _unique_by(key: np.ndarray, dist: np.ndarray) -> np.ndarray:
     """Positions that keep, for each value of ``key``, the entry with the smallest distance."""
     if len(key) == 0:
@@ -78,11 +64,19 @@ def _unique_by(key: np.ndarray, dist: np.ndarray) -> np.ndarray:
 
 
 # ============================================================ search by projection
+def _words(desc: np.ndarray) -> np.ndarray:
+    """(N, B) uint8 descriptors as (N, ceil(B / 8)) uint64 words (zero bytes appended: same distances)."""
+    d = _as_u8(desc)
+    if d.shape[1] % 8:
+        d = np.concatenate([d, np.zeros((len(d), 8 - d.shape[1] % 8), np.uint8)], axis=1)
+    return d.view(np.uint64)
+
+
 def match_by_projection(features: Features, proj_uv: np.ndarray, desc: np.ndarray, radius: np.ndarray | float,
                         predicted_level: np.ndarray | int = -1, max_dist: float = TH_HIGH, ratio: float = 0.8,
                         taken: np.ndarray | None = None, proj_ur: np.ndarray | None = None,
                         rounds: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Match projected map points to keypoints (ORB-SLAM's SearchByProjection, vectorised).
+    """Match projected map points to keypoints (ORB-SLAM's SearchByProjection, compiled).
 
     ``proj_uv`` (M, 2) undistorted pixels, ``desc`` (M, 32) the points' descriptors, ``radius`` (M,)
     search half-width [px], ``predicted_level`` (M,) octave (candidates within +-1) or -1 for any.
@@ -90,63 +84,41 @@ def match_by_projection(features: Features, proj_uv: np.ndarray, desc: np.ndarra
     (or -1): keypoints with ``u_right >= 0`` must then also agree within ``radius``.
     Each point takes its best keypoint if the distance is <= ``max_dist`` and, when the second
     best is at the same level, below ``ratio`` times it; a keypoint goes to its closest point. With
-    ``rounds`` > 1 the points that lost their keypoint to a closer point try again among the
-    keypoints still free. Returns ``(point_idx, kp_idx)`` sorted by point.
+    ``rounds`` > 1 the points that lost their keypoint to a closer point (and those that found no
+    match) try again among the keypoints still free (often the same corner detected at another
+    level). Returns ``(point_idx, kp_idx)`` sorted by point.
+
+    Candidates are the keypoints of :meth:`Features.in_areas` (the box of half-width ``radius``,
+    octaves ``level - 1 .. level + 1``). Ties: a point's best (and second best) is the first of its
+    candidates in grid order with the smallest distance; a keypoint wanted by several points goes
+    to the smallest distance, then the smallest point index. The search itself runs in
+    :func:`slam.match_kernel.search_by_projection` (numba, without the GIL).
     """
     e = np.zeros(0, np.int64)
     m = len(proj_uv)
-    if m == 0 or len(features) == 0:
+    n = len(features)
+    if m == 0 or n == 0:
         return e, e
-    proj_uv = np.asarray(proj_uv, np.float64)
-    radius = np.broadcast_to(np.asarray(radius, np.float64), (m,))
-    level = np.broadcast_to(np.asarray(predicted_level, np.int64), (m,))
-    lo = np.where(level >= 0, level - 1, -1)
-    hi = np.where(level >= 0, level + 1, -1)
-    q, k = features.in_areas(proj_uv[:, 0], proj_uv[:, 1], radius, lo, hi)
-    if taken is not None and len(q):
-        ok = ~np.asarray(taken, bool)[k]
-        q, k = q[ok], k[ok]
-    if proj_ur is not None and len(q):
-        pur = np.broadcast_to(np.asarray(proj_ur, np.float64), (m,))[q]
-        kur = features.u_right[k]
-        ok = (pur < 0) | (kur < 0) | (np.abs(kur - pur) < radius[q])
-        q, k = q[ok], k[ok]
-    if len(q) == 0:
-        return e, e
-    dist = hamming(_as_u8(desc)[q], features.desc[k])
-    # round 1: every point its best keypoint, each keypoint to its closest point; round 2: the
-    # points that lost a keypoint try again among the keypoints still free (often the same corner
-    # detected at another level)
-    won = _pick(q, k, dist, features.octave, max_dist, ratio)
-    for _ in range(rounds - 1):
-        free = np.ones(len(features), bool)
-        free[k[won]] = False
-        done = np.zeros(m, bool)
-        done[q[won]] = True
-        rest = np.nonzero(free[k] & ~done[q])[0]
-        if len(rest) == 0:
-            break
-        more = rest[_pick(q[rest], k[rest], dist[rest], features.octave, max_dist, ratio)]
-        if len(more) == 0:
-            break
-        won = np.concatenate([won, more])
-    won = won[np.argsort(q[won], kind="stable")]
-    return q[won], k[won]
+    grid = features._ensure_grid()
+    uv = np.asarray(proj_uv, np.float64)
+    taken_u8 = np.zeros(n, np.uint8) if taken is None else np.ascontiguousarray(taken, bool).view(np.uint8)
+    return search_by_projection(
+        grid.keys, grid.order, grid.band_start, grid.band_px, grid.u_lo, grid.u_hi, grid.stride,
+        np.ascontiguousarray(features.uv_und, np.float64), np.ascontiguousarray(features.octave, np.int64),
+        np.ascontiguousarray(features.u_right, np.float64), _words(features.desc), taken_u8,
+        np.ascontiguousarray(uv if uv.shape[1] == 2 else uv[:, :2]), _per_point(radius, m, np.float64),
+        _per_point(predicted_level, m, np.int64), _per_point(-1.0 if proj_ur is None else proj_ur, m, np.float64),
+        _words(desc), proj_ur is not None, float(max_dist), float(ratio), int(rounds))
 
 
-def _pick(q: np.ndarray, k: np.ndarray, dist: np.ndarray, octave: np.ndarray, max_dist: float,
-          ratio: float) -> np.ndarray:
-    """Positions of the winning pairs: best per point (distance, ratio test), then closest per keypoint."""
-    best, second = _best_per_group(q, dist)
-    d1 = dist[best]
-    ok = d1 <= max_dist
-    if ratio < 1.0:
-        has2 = second >= 0
-        s = np.where(has2, second, best)
-        same_level = has2 & (octave[k[best]] == octave[k[s]])
-        ok &= ~same_level | (d1 <= ratio * dist[s])
-    best = best[ok]
-    return best[_unique_by(k[best], dist[best])]
+def _per_point(x, m: int, dtype) -> np.ndarray:
+    """A scalar or per-point argument as a contiguous (m,) array (``np.broadcast_to`` costs more)."""
+    a = np.asarray(x, dtype)
+    if a.shape == (m,):
+        return np.ascontiguousarray(a)
+    if a.ndim == 0:
+        return np.full(m, a)
+    return np.ascontiguousarray(np.broadcast_to(a, (m,)))
 
 
 # ==================================================================== brute force

@@ -182,6 +182,18 @@ def test_in_areas_batch_equals_single_queries():
     assert len(q2) == 0
 
 
+
+def test_band_grid_band_start():
+    """``band_start[b]`` is the first sorted key of band b (the compiled search by projection reads one band)."""
+    for seed, band_px in ((4, 8.0), (5, 2.0), (6, 30.0)):
+        f = _random_features(n=500, seed=seed)
+        f.build_grid(640, 480, band_px)
+        g = f._grid
+        band = np.clip(np.floor(f.uv_und[g.order, 1] / band_px), 0, g.n_bands - 1)
+        assert len(g.band_start) == g.n_bands + 1 and g.band_start.dtype == np.int64
+        assert np.array_equal(g.band_start, np.searchsorted(band, np.arange(g.n_bands + 1)))
+
+
 # ------------------------------------------------------------------ RGB-D
 def test_set_depth_from_map():
     uv = np.array([[10.4, 20.6], [30.0, 5.0], [-3.0, 4.0], [50.2, 60.0], [639.4, 479.4]])

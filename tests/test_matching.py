@@ -164,6 +164,158 @@ def test_match_by_projection_rules():
     assert match_by_projection(Features.empty(), [[1.0, 1.0]], [base[0]], [3.0], -1)[0].tolist() == e.tolist()
 
 
+def _match_by_projection_plain(f, proj_uv, desc, radius, predicted_level=-1, max_dist=TH_HIGH, ratio=0.8,
+                               taken=None, proj_ur=None, rounds=2):
+    """match_by_projection written plainly: every keypoint tested against every point, then loops.
+
+    A point's candidates are ordered by distance, then by the keypoints' grid order (band of ``v``, then ``u``,
+    then index: how the grid lists them), its best and second best the first two; a keypoint wanted by several
+    points goes to the smallest distance, then the smallest point index.
+    """
+    proj_uv = np.asarray(proj_uv, float)
+    m, n = len(proj_uv), len(f)
+    radius = np.broadcast_to(np.asarray(radius, float), (m,))
+    level = np.broadcast_to(np.asarray(predicted_level, int), (m,))
+    ur = None if proj_ur is None else np.broadcast_to(np.asarray(proj_ur, float), (m,))
+    taken = np.zeros(n, bool) if taken is None else np.asarray(taken, bool)
+    desc = np.asarray(desc, np.uint8)
+    if m == 0 or n == 0:
+        return np.zeros(0, int), np.zeros(0, int)
+    f._ensure_grid()
+    grid_rank = np.empty(n, int)
+    grid_rank[f._grid.order] = np.arange(n)
+    cands = []  # per point: (distance, grid rank, keypoint) of the keypoints it may take, sorted
+    for i in range(m):
+        (u, v), r = proj_uv[i], radius[i]
+        if not np.all(np.isfinite([u - r, u + r, v - r, v + r])) or r < 0:  # no search box
+            cands.append([])
+            continue
+        ok = (np.abs(f.uv_und[:, 0] - u) < r) & (np.abs(f.uv_und[:, 1] - v) < r) & ~taken
+        if level[i] >= 0:
+            ok &= np.abs(f.octave - level[i]) <= 1
+        if ur is not None and not ur[i] < 0:
+            ok &= (f.u_right < 0) | (np.abs(f.u_right - ur[i]) < r)
+        ks = np.flatnonzero(ok)
+        d = np.unpackbits(desc[i] ^ f.desc[ks], axis=1).sum(axis=1)
+        cands.append(sorted(zip(d.tolist(), grid_rank[ks].tolist(), ks.tolist())))
+    won = {}  # point -> keypoint
+    owner = {}  # keypoint -> point
+    for _ in range(max(rounds, 1)):
+        wanted = {}  # keypoint -> (distance, point): the closest, the first point on a tie
+        for i in range(m):
+            if i in won:
+                continue
+            c = [x for x in cands[i] if x[2] not in owner]
+            if not c:
+                continue
+            d1, _, k1 = c[0]
+            if d1 > max_dist:
+                continue
+            if ratio < 1.0 and len(c) > 1 and f.octave[c[1][2]] == f.octave[k1] and d1 > ratio * c[1][0]:
+                continue
+            if k1 not in wanted or d1 < wanted[k1][0]:
+                wanted[k1] = (d1, i)
+        if not wanted:
+            break
+        for k, (_, i) in wanted.items():
+            won[i], owner[k] = k, i
+    p = np.array(sorted(won), int)
+    return p, np.array([won[i] for i in p], int)
+
+
+def _assert_as_plain(f, *args, **kw):
+    p, k = match_by_projection(f, *args, **kw)
+    q, j = _match_by_projection_plain(f, *args, **kw)
+    assert p.dtype == k.dtype == np.int64
+    assert np.array_equal(p, q) and np.array_equal(k, j)
+    return len(p)
+
+
+def _assert_options_as_plain(f, uv, desc, radius, level, rng):
+    """The plain version and match_by_projection agree with each option: a few matches each time."""
+    m, n = len(uv), len(f)
+    g = f.subset(np.arange(n))  # some keypoints with a right coordinate (g builds its grid itself)
+    g.u_right = np.where(rng.random(n) < 0.6, f.uv_und[:, 0] - rng.uniform(5, 40, n), -1.0)
+    ur = np.where(rng.random(m) < 0.7, uv[:, 0] - rng.uniform(5, 40, m), -1.0)
+    return [
+        _assert_as_plain(f, uv, desc, radius, level),
+        _assert_as_plain(f, uv, desc, radius, -1),
+        _assert_as_plain(f, uv, desc, 8.0, level, ratio=1.0),
+        _assert_as_plain(f, uv, desc, radius, level, ratio=0.6, max_dist=50, rounds=1),
+        _assert_as_plain(f, uv, desc, radius, level, rounds=3),
+        _assert_as_plain(f, uv, desc, radius, level, taken=rng.random(n) < 0.4),
+        _assert_as_plain(g, uv, desc, radius, level, proj_ur=ur),
+        _assert_as_plain(g, uv, desc, radius * 3, level, proj_ur=ur, taken=rng.random(n) < 0.2, ratio=0.9),
+        _assert_as_plain(f, uv[::3], desc[::3], radius[::3], level[::3], rounds=0),  # as rounds=1
+    ]
+
+
+def test_match_by_projection_as_plain_version_synthetic(pair):
+    camera, ex, data = pair
+    f0, f3 = data[0][0], data[3][0]
+    uv3, z3, vis, _ = _project_0_to_3(camera, data)
+    idx = np.nonzero(vis)[0]
+    level = np.clip(np.rint(f0.octave[idx] + np.log(f0.depth[idx] / z3[idx]) / np.log(ex.scale_factor)),
+                    0, ex.n_levels - 1).astype(int)
+    rng = np.random.default_rng(8)
+    n = _assert_options_as_plain(f3, uv3[idx], f0.desc[idx], 3.0 * ex.scale_factors[level], level, rng)
+    # every keypoint of frame 3 searched for near its own place: dense, overlapping windows
+    uv = f3.uv_und + rng.normal(0, 2.0, f3.uv_und.shape)
+    n += _assert_options_as_plain(f3, uv, f3.desc, 5.0 * ex.scale_factors[f3.octave], f3.octave, rng)
+    print(f"\nmatch_by_projection as its plain version, synthetic: {n} matches")
+    assert min(n) > 50
+
+
+def test_match_by_projection_as_plain_version_kitti(kitti_path):
+    """Real features: KITTI keypoints searched for near their place in the next frames (forward motion)."""
+    from slam.datasets import open_sequence
+
+    seq = open_sequence(kitti_path)
+    ex = FeatureExtractor(FeatureConfig(), seq.camera)
+    rng = np.random.default_rng(9)
+    n = []
+    for i, j in ((0, 1), (40, 42)):
+        fi, fj = ex.extract(seq[i].image), ex.extract(seq[j].image)
+        n += _assert_options_as_plain(fj, fi.uv_und, fi.desc, 12.0 * ex.scale_factors[fi.octave], fi.octave, rng)
+    print(f"\nmatch_by_projection as its plain version, KITTI: {n} matches")
+    assert min(n) > 10
+
+
+def test_match_by_projection_ties_and_edge_cases():
+    """Few distinct descriptors and keypoints on the same pixels (ties everywhere), points without a search box."""
+    rng = np.random.default_rng(10)
+    for trial in range(20):
+        n = int(rng.choice([1, 3, 40, 800]))
+        uv = np.round(rng.uniform([-5, -5], [645, 485], (n, 2)) / 4) * 4  # shared pixels, some outside the image
+        pool = rng.integers(0, 256, (int(rng.integers(1, 4)), 32), dtype=np.uint8)
+        f = Features(uv, uv.copy(), rng.integers(0, 4, n).astype(np.int32), np.zeros(n, np.float32),
+                     pool[rng.integers(0, len(pool), n)],
+                     u_right=np.where(rng.random(n) < 0.5, -1.0, uv[:, 0] - rng.uniform(0, 30, n)))
+        if trial % 2:
+            f.build_grid(640, 480, band_px=float(rng.choice([4.0, 8.0, 16.0])))  # else the grid builds itself
+        m = int(rng.choice([1, 5, 500]))
+        puv = uv[rng.integers(0, n, m)] + rng.normal(0, 3, (m, 2))
+        r = rng.uniform(1, 20, m)
+        r[rng.random(m) < 0.05] = rng.choice([np.nan, np.inf, -1.0, 0.0])
+        puv[rng.random(m) < 0.05] = np.nan
+        desc = pool[rng.integers(0, len(pool), m)]
+        level = np.where(rng.random(m) < 0.3, -1, rng.integers(0, 4, m))
+        ur = np.where(rng.random(m) < 0.3, -1.0, puv[:, 0] - rng.uniform(0, 30, m))
+        _assert_as_plain(f, puv, desc, r, level, ratio=float(rng.choice([0.6, 0.8, 1.0])),
+                         taken=rng.random(n) < 0.3, proj_ur=ur, rounds=int(rng.choice([1, 2, 3])))
+        _assert_as_plain(f, puv, desc, 10.0, -1, max_dist=float(rng.choice([0, 50, 100])))
+    # nothing to do: no points, no keypoints, no candidates, no search box
+    f = _toy_features([[100, 100], [300, 200]], [0, 2], rng.integers(0, 256, (2, 32), dtype=np.uint8))
+    d = f.desc[:1]
+    for args in ((f, np.zeros((0, 2)), np.zeros((0, 32), np.uint8), np.zeros(0)),
+                 (Features.empty(), [[100.0, 100.0]], d, 3.0), (f, [[500.0, 50.0]], d, 3.0),
+                 (f, [[100.0, 100.0]], d, 3.0, 5), (f, [[np.nan, 100.0]], d, 3.0), (f, [[100.0, 100.0]], d, np.inf)):
+        p, k = match_by_projection(*args)
+        assert len(p) == len(k) == 0 and p.dtype == k.dtype == np.int64
+    assert _assert_as_plain(f, [[100.0, 100.0]], d, 3.0, taken=[True, False]) == 0
+    assert _assert_as_plain(f, [[100.0, 100.0], [300, 200]], f.desc, 3.0) == 2
+
+
 # ------------------------------------------------------------------ brute force and orientation
 def test_match_descriptors_recovers_a_permutation():
     rng = np.random.default_rng(2)
