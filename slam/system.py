@@ -13,6 +13,7 @@ that local BA makes to keyframes carry over to the frames between them.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,31 @@ class _FrameRecord:
     T_c_ref: np.ndarray  # frame pose relative to its reference keyframe
 
 
+def warm_up_kernels() -> None:
+    """Compile (or load from numba's cache) the tracking kernels now, not during the first frames.
+
+    A cold cache costs several seconds of compilation, which a live camera would see as dropped frames.
+    """
+    from slam.features import Features
+    from slam.matching import match_by_projection
+    from slam.optim import optimize_pose
+
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.uniform(-1, 1, (8, 2)), rng.uniform(2, 4, 8)])
+    uv = X[:, :2] / X[:, 2:] * 500 + 320
+    for ur, wd in ((-np.ones(8), None), (uv[:, 0] - 20, None), (uv[:, 0] - 20, np.ones(8))):
+        optimize_pose(np.eye(4), X, uv, ur, np.ones(8), 500.0, 500.0, 320.0, 240.0, 50.0, inv_sigma2_disp=wd)
+    desc = rng.integers(0, 256, (8, 32), dtype=np.uint8)
+    f = Features(uv=uv, uv_und=uv, octave=np.zeros(8, np.int32), angle=np.zeros(8, np.float32), desc=desc,
+                 depth=np.zeros(8), u_right=-np.ones(8))
+    f.build_grid(640, 480)
+    match_by_projection(f, uv, desc, 3.0, 0)
+    match_by_projection(f, uv, desc, np.full(8, 3.0), np.zeros(8, np.int64), taken=np.zeros(8, bool),
+                        proj_ur=uv[:, 0] - 20)
+    log.debug("tracking kernels ready in %.2f s", time.perf_counter() - t0)
+
+
 class System:
     def __init__(self, camera: PinholeCamera, mode: str, cfg: SlamConfig | None = None,
                  stereo: StereoRig | None = None, threaded: bool = True):
@@ -48,6 +74,7 @@ class System:
                                insert_keyframe=self._insert_keyframe, mapper_idle=self._mapper_idle)
         self.mapper = LocalMapper(self.map, camera, mode, self.cfg, self.tracker.extractor, self.tracker.bf,
                                   self.tracker.disp_inv_sigma2)
+        warm_up_kernels()
         if threaded:
             self.mapper.start()
         self.records: list[_FrameRecord] = []
