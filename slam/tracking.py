@@ -306,10 +306,7 @@ class Tracker:
         c2 = (n_tracked < ratio * ref_tracked or need_close) and n_tracked > 15
         if not ((c1a or c1b or c1c) and c2):
             return False
-        kf = self._create_keyframe(cur)
-        if not self.insert_keyframe(kf):
-            return False
-        return True
+        return bool(self.insert_keyframe(self._create_keyframe(cur)))
 
     def _create_keyframe(self, cur: TrackedFrame) -> KeyFrame:
         with self.map.lock:

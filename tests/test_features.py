@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-
 import cv2
 import numpy as np
 import pytest
-
-from .conftest import timed
 
 from slam.features import (
     FeatureConfig,
@@ -20,6 +17,8 @@ from slam.features import (
     set_depth_from_map,
 )
 from slam.geometry.camera import PinholeCamera
+
+from .conftest import timed
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-
 import cv2
 import numpy as np
 import pytest
-
-from .conftest import timed
 
 from slam.features import FeatureConfig, FeatureExtractor, Features, set_depth_from_map
 from slam.matching import (
@@ -21,6 +18,8 @@ from slam.matching import (
     rotation_consistency,
     search_epipolar,
 )
+
+from .conftest import timed
 
 
 @pytest.fixture(scope="module")

@@ -95,7 +95,7 @@ def test_relative_pose_of_frames_follows_keyframe_corrections(frames):
 
 def test_trajectory_leaves_out_frames_whose_keyframe_pose_is_lost(frames, caplog):
     """A broken keyframe chain must not cost the whole run's trajectory."""
-    camera, rig, fr = frames
+    camera, _, fr = frames
     system, _ = _run(camera, "rgbd", fr[:20])
     full = system.trajectory()
     victim = system.records[5].ref_kf_id

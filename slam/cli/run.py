@@ -160,7 +160,7 @@ def _stats(ms: np.ndarray) -> dict | None:
     ms = ms[np.isfinite(ms)] if len(ms) else ms
     if len(ms) == 0:
         return None
-    return {"median": float(np.median(ms)), "p95": float(np.percentile(ms, 95)), "max": float(ms.max()), "n": int(len(ms))}
+    return {"median": float(np.median(ms)), "p95": float(np.percentile(ms, 95)), "max": float(ms.max()), "n": len(ms)}
 
 
 def _evaluate(seq, traj: Trajectory, mode: str) -> dict | None:

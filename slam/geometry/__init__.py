@@ -25,7 +25,12 @@ from slam.geometry.so3 import (
     so3_log,
     vee,
 )
-from slam.geometry.triangulation import depths_in_camera, parallax_deg, reprojection_error, triangulate_dlt
+from slam.geometry.triangulation import (
+    depths_in_camera,
+    parallax_deg,
+    reprojection_error,
+    triangulate_dlt,
+)
 
 __all__ = [
     "PinholeCamera",
