@@ -92,10 +92,7 @@ class MonoInitializer:
                 m.associate(kf2, int(b), p)
                 ref.point_ids[a] = p.id
                 cur.point_ids[b] = p.id
-            for p_id in ref.point_ids[ref.point_ids >= 0]:
-                p = m.points[int(p_id)]
-                p.update_normal_and_depth(m)
-                p.compute_distinctive_descriptor(m)
+            m.refresh_points(ref.point_ids[ref.point_ids >= 0])
             kf1.update_connections(m)
             kf2.update_connections(m)
         self._refine(kf1, kf2)

@@ -155,7 +155,7 @@ class Map:
         self.points[p.id] = p
         self.associate(kf, kp_idx, p)
         if update:
-            p.update_normal_and_depth(self)
+            self.refresh_points(np.array([p.id]), descriptors=False)
         return p
 
     @_locked
@@ -163,7 +163,7 @@ class Map:
         """Create points at world ``positions`` (K, 3) seen by free keypoints ``kp_idx`` (K,) of ``kf``.
 
         The batch form of :meth:`new_point` for the hundreds of points a stereo/RGB-D keyframe adds:
-        normals and distance ranges are set in one vectorised step. Returns the new ids.
+        normals and distance ranges are set in one :meth:`refresh_points`. Returns the new ids.
         """
         kf = self._live_kf(kf)
         kp_idx = np.asarray(kp_idx, dtype=np.int64).reshape(-1)
@@ -177,13 +177,7 @@ class Map:
             p.add_observation(kf.id, kp)
         self.next_point_id += len(kp_idx)
         kf.point_ids[kp_idx] = ids
-        rays = X - kf.center
-        dist = np.linalg.norm(rays, axis=1)
-        a = self._arrays
-        a.normal[ids] = rays / np.maximum(dist, 1e-12)[:, None]
-        dmax = dist * self.scale_factor ** kf.features.octave[kp_idx]
-        a.distance[ids, 1] = dmax
-        a.distance[ids, 0] = dmax / self.scale_factor ** (self.n_levels - 1)
+        self.refresh_points(ids, descriptors=False)
         return ids
 
     @_locked
@@ -327,8 +321,7 @@ class Map:
         old.replaced_by = new.id
         self.replaced[old.id] = new.id
         self.erase_point(old)
-        new.compute_distinctive_descriptor(self)
-        new.update_normal_and_depth(self)
+        self.refresh_points(np.array([new.id]))
         return new
 
     @_locked
@@ -345,12 +338,15 @@ class Map:
 
     @_locked
     def refresh_points(self, ids: np.ndarray, descriptors: bool = True) -> None:
-        """:meth:`MapPoint.update_normal_and_depth` (and, with ``descriptors``,
-        :meth:`MapPoint.compute_distinctive_descriptor`) for many points at once.
+        """Recompute the mean viewing direction, the scale-invariance distance range and (with
+        ``descriptors``) the distinctive descriptor of points ``ids`` from their observations.
 
-        Same results as the per-point methods (tested), vectorised over the
-        points: local mapping refreshes hundreds of points per keyframe, and the
-        per-point Python calls cost ~80 us each. Bad or unknown ids are skipped.
+        ORB-SLAM's rules: the normal is the mean of the unit rays from the observing keyframes'
+        centres; ``max = |X - C_ref| * f^level`` with ``level`` the octave of the reference
+        keyframe's keypoint (the first observation takes over when the reference keyframe is
+        gone), ``min = max / f^(n_levels - 1)``; the descriptor is the observation descriptor with
+        the least median Hamming distance to the others (:func:`distinctive_index`). Vectorised over
+        the points: local mapping refreshes hundreds per keyframe. Bad or unknown ids are skipped.
         """
         ids = np.unique(np.asarray(ids, dtype=np.int64).reshape(-1))
         ids = ids[self.valid_mask(ids)]
@@ -409,9 +405,7 @@ class Map:
     @_locked
     def update_point(self, point: MapPoint | int) -> None:
         """Recompute a point's distinctive descriptor, normal and distance range after its observations changed."""
-        point = self._pt(point)
-        point.compute_distinctive_descriptor(self)
-        point.update_normal_and_depth(self)
+        self.refresh_points(np.array([self._pt(point).id]))
 
     # ----------------------------------------------- local bundle adjustment
     @_locked

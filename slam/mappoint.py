@@ -11,23 +11,13 @@ stays in Python dicts.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from slam.map import Map
 
 DESCRIPTOR_BYTES = 32
 
 # bits set in each byte value, for Hamming distances of binary descriptors
 _POPCOUNT = np.array([i.bit_count() for i in range(256)], dtype=np.uint8)
-
-
-def hamming_matrix(desc: np.ndarray) -> np.ndarray:
-    """(N, N) int32 Hamming distances between the rows of an (N, 32) uint8 descriptor array."""
-    d = np.asarray(desc, dtype=np.uint8)
-    return _POPCOUNT[d[:, None, :] ^ d[None, :, :]].sum(axis=-1, dtype=np.int32)
 
 
 def most_distinctive(desc: np.ndarray) -> int:
@@ -37,21 +27,18 @@ def most_distinctive(desc: np.ndarray) -> int:
     to itself included, as the lower median ``sorted(row)[(N - 1) // 2]``;
     ties go to the lowest index.
     """
-    n = len(desc)
-    if n == 0:
+    if len(desc) == 0:
         raise ValueError("most_distinctive needs at least one descriptor")
-    if n <= 2:
-        return 0
-    rows = np.sort(hamming_matrix(desc), axis=1)
-    return int(np.argmin(rows[:, (n - 1) // 2]))
+    return int(distinctive_index(np.asarray(desc, np.uint8), np.zeros(1, np.int64), np.array([len(desc)]))[0])
 
 
 def distinctive_index(desc: np.ndarray, first: np.ndarray, count: np.ndarray) -> np.ndarray:
     """:func:`most_distinctive` of many groups at once.
 
     Group ``g`` is ``desc[first[g] : first[g] + count[g]]``; returns, per group,
-    the index within it of its most distinctive descriptor (same median and tie
-    rules). Groups of the same size are done together as one (G, n, n) array.
+    the index within it of its descriptor with the least lower-median Hamming
+    distance to the group (ties: the lowest index). Groups of the same size are
+    done together as one (G, n, n) array.
     """
     first, count = np.asarray(first, np.int64), np.asarray(count, np.int64)
     if np.any(count < 1):
@@ -247,38 +234,7 @@ class MapPoint:
         return False
 
     # ------------------------------------------------- derived quantities
-    def update_normal_and_depth(self, map: Map) -> None:
-        """Recompute the mean viewing direction and the scale-invariance distance range.
-
-        ORB-SLAM: ``max = |X - C_ref| * f^level`` with ``level`` the octave of
-        the reference keyframe's keypoint and ``f`` the pyramid scale factor,
-        ``min = max / f^(n_levels - 1)``.
-        """
-        with map.lock:
-            kfs = [(map.keyframes[k], i) for k, i in self.observations.items() if k in map.keyframes]
-            if not kfs:
-                return
-            ref = map.keyframes.get(self.ref_kf_id)
-            if ref is None or ref.id not in self.observations:
-                ref = kfs[0][0]
-                self.ref_kf_id = ref.id
-            X = np.array(self.position)
-            dirs = X - np.array([kf.center for kf, _ in kfs])
-            norms = np.sqrt(np.einsum("ij,ij->i", dirs, dirs))
-            mean = (dirs / np.maximum(norms, 1e-12)[:, None]).sum(axis=0)
-            self.normal = mean / max(math.sqrt(mean @ mean), 1e-12)
-            level = int(ref.features.octave[self.observations[ref.id]])
-            dist = float(norms[[kf.id for kf, _ in kfs].index(ref.id)])
-            self.max_distance = dist * map.scale_factor**level
-            self.min_distance = self.max_distance / map.scale_factor ** (map.n_levels - 1)
-
-    def compute_distinctive_descriptor(self, map: Map) -> None:
-        """Set ``descriptor`` to the observation descriptor closest (median Hamming) to the others."""
-        with map.lock:
-            descs = [map.keyframes[k].features.desc[i] for k, i in self.observations.items() if k in map.keyframes]
-            if descs:
-                self.descriptor = descs[most_distinctive(np.asarray(descs))]
-
+    # Normal, distance range and distinctive descriptor are recomputed by Map.refresh_points.
     def predict_scale(self, distance: float, scale_factor: float, n_levels: int) -> int:
         """Pyramid level at which the point should appear when seen from ``distance`` metres."""
         return int(predict_levels(self.max_distance, distance, scale_factor, n_levels))

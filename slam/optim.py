@@ -12,8 +12,9 @@ pyramid level, pixels^-2), so its chi2 is ``inv_sigma2 * |residual|^2`` and
 the outlier gates are chi-square 95% quantiles: 5.991 (2 dof, mono) and
 7.815 (3 dof, stereo).
 
-* :func:`optimize_pose` -- motion-only BA for tracking. Written in numpy
-  (Gauss-Newton / Levenberg on the 6x6 normal equations, Huber IRLS): with
+* :func:`optimize_pose` -- motion-only BA for tracking: Gauss-Newton /
+  Levenberg on the 6x6 normal equations with Huber IRLS, the per-observation
+  pass compiled (``slam.pose_kernel``, numba, no GIL). Not g2o: with
   g2o the per-edge Python calls alone cost more than the whole solve, and
   the binding's ``EdgeStereoSE3ProjectXYZOnlyPose`` exposes no ``fx``..``bf``
   or ``Xw``, so it cannot be used for stereo at all.

@@ -15,7 +15,7 @@ from slam.features import Features
 from slam.geometry import PinholeCamera, inv_pose, make_pose, so3_exp
 from slam.map import Map
 from slam.map_io import map_to_arrays
-from slam.mappoint import MapPoint, hamming_matrix, most_distinctive, predict_levels
+from slam.mappoint import MapPoint, most_distinctive, predict_levels
 
 
 def make_features(n: int, rng: np.random.Generator, octave: int = 0) -> Features:
@@ -231,13 +231,6 @@ def nested(nbits: int) -> np.ndarray:
     return np.packbits(np.arange(256) < nbits)
 
 
-def test_hamming_matrix_matches_bit_count():
-    rng = np.random.default_rng(1)
-    d = rng.integers(0, 256, (6, 32), dtype=np.uint8)
-    ref = np.array([[np.unpackbits(a ^ b).sum() for b in d] for a in d])
-    np.testing.assert_array_equal(hamming_matrix(d), ref)
-
-
 def test_distinctive_descriptor_closed_form():
     # bit counts 10, 0, 4, 3, 2: lower medians of |i - j| are 7, 3, 2, 1, 2 -> the 3-bit one (index 3)
     descs = np.array([nested(b) for b in (10, 0, 4, 3, 2)])
@@ -247,7 +240,7 @@ def test_distinctive_descriptor_closed_form():
     for k in range(5):
         m.keyframes[k].features.desc[k] = descs[k]
         m.associate(k, k, p)
-    p.compute_distinctive_descriptor(m)
+    m.update_point(p)
     np.testing.assert_array_equal(p.descriptor, descs[3])
     np.testing.assert_array_equal(m.descriptors_of([p.id])[0], descs[3])
 
@@ -260,7 +253,7 @@ def test_normal_and_distance_range():
     np.testing.assert_allclose(b.center, [5.0, 0.0, 0.0])
     p = m.new_point([0.0, 0.0, 5.0], a, 3)
     m.associate(b, 4, p)
-    p.update_normal_and_depth(m)
+    m.update_point(p)
     n = np.array([0.0, 0.0, 1.0]) + np.array([-1.0, 0.0, 1.0]) / np.sqrt(2)
     np.testing.assert_allclose(p.normal, n / np.linalg.norm(n), atol=1e-12)
     assert p.max_distance == pytest.approx(5.0 * 1.2**2)
@@ -561,15 +554,32 @@ def _random_observed_map(seed: int) -> Map:
     return m
 
 
-def test_refresh_points_equals_the_per_point_methods():
+def _refresh_point_plain(m: Map, p: MapPoint) -> None:
+    """ORB-SLAM's UpdateNormalAndDepth and ComputeDistinctiveDescriptors, one point, written plainly."""
+    obs = [(m.keyframes[k], i) for k, i in p.observations.items() if k in m.keyframes]
+    if not obs:
+        return
+    if p.ref_kf_id not in [kf.id for kf, _ in obs]:
+        p.ref_kf_id = obs[0][0].id
+    rays = [p.position - kf.center for kf, _ in obs]
+    mean = sum(r / np.linalg.norm(r) for r in rays)
+    p.normal = mean / np.linalg.norm(mean)
+    j = [kf.id for kf, _ in obs].index(p.ref_kf_id)
+    p.max_distance = float(np.linalg.norm(rays[j])) * m.scale_factor ** int(obs[j][0].features.octave[obs[j][1]])
+    p.min_distance = p.max_distance / m.scale_factor ** (m.n_levels - 1)
+    descs = [kf.features.desc[i] for kf, i in obs]
+    medians = [sorted(int(np.unpackbits(a ^ b).sum()) for b in descs)[(len(descs) - 1) // 2] for a in descs]
+    p.descriptor = descs[int(np.argmin(medians))]
+
+
+def test_refresh_points_equals_a_plain_per_point_reference():
     one, batch = _random_observed_map(3), _random_observed_map(3)
     # a culled keyframe: points it was the reference of fall back to their first remaining observation
     for m in (one, batch):
         m.erase_keyframe(5)
     ids = one.point_ids()
     for pid in ids.tolist():
-        one.points[pid].update_normal_and_depth(one)
-        one.points[pid].compute_distinctive_descriptor(one)
+        _refresh_point_plain(one, one.points[pid])
     batch.refresh_points(np.concatenate([ids, ids[:5], [10**6 - 1]]))  # duplicates and unknown ids are skipped
     a, b = one._arrays, batch._arrays
     np.testing.assert_allclose(b.normal[ids], a.normal[ids], atol=1e-12)
