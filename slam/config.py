@@ -51,10 +51,14 @@ class MappingConfig:
     covisible_triangulation: int = 10  # neighbours used to triangulate new points (20 for mono)
     local_ba_covisible: int = 8  # keyframes optimised by local BA besides the new one (bounded window)
     local_ba_fixed_max: int = 10  # fixed border keyframes in local BA
+    local_ba_backend: str = "native"  # "native" (compiled Schur-complement LM, slam.ba_kernel) or "g2o": same optimum
     local_ba_iterations: tuple[int, int] = (5, 5)  # robust, then without outliers (ORB-SLAM2: 5 + 10, ORB-SLAM3: 10 in one phase)
     cull_found_ratio: float = 0.25  # recent points found in fewer of the frames they should be seen in are culled
     cull_redundant_ratio: float = 0.9  # a keyframe whose points are this redundant is culled
     max_queue: int = 3  # tracking waits to insert keyframes (never blocks) when the queue is this long
+
+
+_CHOICES = {("MappingConfig", "local_ba_backend"): ("native", "g2o")}  # settings with a fixed set of values
 
 
 @dataclass
@@ -113,4 +117,7 @@ def _set(obj: object, key: str, value: object, source: str | Path | None) -> Non
         raise DataError(source, f"{type(obj).__name__}.{key} must be a number, got {value!r}")
     elif isinstance(current, float):
         value = float(value)
+    choices = _CHOICES.get((type(obj).__name__, key))
+    if choices is not None and value not in choices:
+        raise DataError(source, f"{type(obj).__name__}.{key} must be one of {', '.join(choices)}, got {value!r}")
     setattr(obj, key, value)

@@ -24,10 +24,10 @@ import numpy as np
 from slam.config import SlamConfig
 from slam.geometry import inv_pose
 from slam.geometry.triangulation import triangulate_dlt
+from slam.local_ba import local_bundle_adjustment
 from slam.local_map import gather_points, project_visible
 from slam.map import KeyFrame, Map
 from slam.matching import match_by_projection, search_epipolar
-from slam.optim import local_bundle_adjustment
 
 log = logging.getLogger(__name__)
 
@@ -291,18 +291,14 @@ class LocalMapper:
             if len(local_ids) < 2 and not fixed_ids:
                 return
             poses = {k: self.map.keyframes[k].T_c_w.copy() for k in kf_ids}
-            in_window = set(kf_ids)
-            rows = []
             pids = point_ids[self.map.valid_mask(point_ids)]
             pos = self.map.points_array(pids)
-            points = self.map.points
-            for pid in pids.tolist():
-                rows.extend((k, pid, kp) for k, kp in points[pid].observations.items() if k in in_window)
-            if not rows:
+            row, obs_kf, obs_kp = self.map.observation_table(pids)
+            keep = np.isin(obs_kf, kf_ids)
+            if not keep.any():
                 return
-            rows = np.array(rows, np.int64)
-            obs_kf, obs_pt, obs_kp = rows[:, 0], rows[:, 1], rows[:, 2]
-            uv, ur, oc = np.empty((len(rows), 2)), np.empty(len(rows)), np.empty(len(rows), np.int64)
+            obs_kf, obs_kp, obs_pt = obs_kf[keep], obs_kp[keep], pids[row[keep]]
+            uv, ur, oc = np.empty((len(obs_kf), 2)), np.empty(len(obs_kf)), np.empty(len(obs_kf), np.int64)
             for k in kf_ids:  # one fancy index per keyframe
                 sel = np.flatnonzero(obs_kf == k)
                 f, kp = self.map.keyframes[k].features, obs_kp[sel]
@@ -313,7 +309,7 @@ class LocalMapper:
         res = local_bundle_adjustment(
             poses, fixed, pids, pos, obs_kf, obs_pt, uv, ur,
             self.ex.inv_level_sigma2[oc], self.camera.fx, self.camera.fy, self.camera.cx, self.camera.cy, self.bf,
-            iterations=self.cfg.local_ba_iterations, abort=self.abort_ba,
+            iterations=self.cfg.local_ba_iterations, abort=self.abort_ba, backend=self.cfg.local_ba_backend,
             obs_inv_sigma2_disp=None if self.disp_inv_sigma2 is None else np.full(len(obs_kf), self.disp_inv_sigma2),
         )
         if res is None:
@@ -332,49 +328,61 @@ class LocalMapper:
         for chunk in _chunks(res.point_ids[ok]):
             self.map.refresh_points(chunk, descriptors=False)
 
-    def _cull_keyframes(self, kf: KeyFrame) -> None:
+    def _cull_keyframes(self, kf: KeyFrame, th_obs: int = 3) -> None:
         """Erase covisible keyframes whose points are mostly seen by 3+ other keyframes at the same or a finer scale.
 
+        ORB-SLAM's KeyFrameCulling: a point of keyframe K at octave L counts as
+        redundant when at least ``th_obs`` other keyframes see it at octave
+        ``<= L + 1``; K goes when more than ``cull_redundant_ratio`` of its
+        points (stereo/RGB-D: of its close points) are redundant. The
+        observations of all candidates' points are read once into flat arrays
+        (instead of once per candidate and point), and an erased keyframe's
+        observations are struck from them before the next candidate.
         The map lock is taken per keyframe, not for the whole loop, so tracking is never held up long.
         """
-        with self.map.lock:
-            candidates = list(kf.covisibles())
-        for kid in candidates:
+        m = self.map
+        with m.lock:
+            cands = [m.keyframes[k] for k in kf.covisibles() if k in m.keyframes]
+            cands = [c for c in cands if not c.bad and c.id != m.root_id]
+            if not cands:
+                return
+            pids = np.unique(np.concatenate([c.point_ids[c.point_ids >= 0] for c in cands]))
+            row, okf, okp = m.observation_table(pids)
+        octave = np.empty(len(okp), np.int64)
+        for k in np.unique(okf).tolist():
+            sel = np.flatnonzero(okf == k)
+            f = m.keyframes.get(k)
+            octave[sel] = f.features.octave[okp[sel]] if f is not None else np.iinfo(np.int64).max
+        alive = np.ones(len(row), bool)
+        close_depth = 40 * self.bf / self.camera.fx
+        for c in cands:
             if self.queue:
                 return  # a new keyframe waits: culling can happen later
-            with self.map.lock:
-                other = self.map.keyframes.get(kid)
-                if other is None or other.bad or other.id == self.map.root_id:
+            idx = np.flatnonzero(c.point_ids >= 0)
+            if not self.mono:  # only close points (reliable depth) count for stereo/RGB-D
+                d = c.features.depth[idx]
+                idx = idx[(d > 0) & (d <= close_depth)]
+            with m.lock:
+                if c.bad or c.id not in m.keyframes:
                     continue
-                if self._redundant(other):
-                    self.map.erase_keyframe(other)  # frames tracked against it then follow its parent
-
-    def _redundant(self, kf: KeyFrame, th_obs: int = 3) -> bool:
-        ids = kf.point_ids
-        idx = np.nonzero(ids >= 0)[0]
-        if not self.mono:  # only close points (reliable depth) count for stereo/RGB-D
-            d = kf.features.depth[idx]
-            idx = idx[(d > 0) & (d <= 40 * self.bf / self.camera.fx)]
-        n_points = n_redundant = 0
-        for i in idx:
-            p = self.map.points.get(int(ids[i]))
-            if p is None or p.bad:
-                continue
-            n_points += 1
-            if len(p.observations) <= th_obs:
-                continue
-            level = kf.features.octave[i]
-            n_seen = 0
-            for other_id, kp in p.observations.items():
-                if other_id == kf.id:
+                ids = c.point_ids[idx]
+                good = m.valid_mask(ids)
+                idx, ids = idx[good], ids[good]
+                if len(ids) == 0:
                     continue
-                okf = self.map.keyframes.get(other_id)
-                if okf is not None and okf.features.octave[kp] <= level + 1:
-                    n_seen += 1
-                    if n_seen >= th_obs:
-                        n_redundant += 1
-                        break
-        return n_points > 0 and n_redundant > self.cfg.cull_redundant_ratio * n_points
+                r = np.searchsorted(pids, ids)
+                known = (r < len(pids)) & (pids[np.minimum(r, len(pids) - 1)] == ids)
+                # a point of this keyframe at octave L; other keyframes see it at <= L + 1
+                level = np.full(len(pids), -10, np.int64)
+                level[r[known]] = c.features.octave[idx[known]]
+                n_obs = np.bincount(row[alive], minlength=len(pids))
+                seen = alive & (okf != c.id) & (octave <= level[row] + 1)
+                n_seen = np.bincount(row[seen], minlength=len(pids))
+                rk = r[known]
+                n_redundant = int(np.sum((n_obs[rk] > th_obs) & (n_seen[rk] >= th_obs)))
+                if n_redundant > self.cfg.cull_redundant_ratio * len(ids) and m.erase_keyframe(c):
+                    alive &= okf != c.id  # frames tracked against it then follow its parent
+                    alive &= m.valid_mask(pids)[row]  # points erased with it
 
     def _median_depth(self, kf: KeyFrame) -> float:
         ids = kf.point_ids[kf.point_ids >= 0]

@@ -337,6 +337,27 @@ class Map:
         return -1
 
     @_locked
+    def observation_table(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every observation of points ``ids`` by a keyframe in the map, as flat arrays.
+
+        Returns ``(row, kf, kp)``: the index into ``ids`` of the observed point, the
+        keyframe id and the keypoint index, grouped by point in ``ids`` order.
+        Bad or unknown ids contribute nothing.
+        """
+        keyframes, points = self.keyframes, self.points
+        row, kf, kp = [], [], []
+        for r, pid in enumerate(np.asarray(ids, dtype=np.int64).reshape(-1).tolist()):
+            p = points.get(pid)
+            if p is None or p.bad:
+                continue
+            for k, i in p.observations.items():
+                if k in keyframes:
+                    row.append(r)
+                    kf.append(k)
+                    kp.append(i)
+        return np.array(row, np.int64), np.array(kf, np.int64), np.array(kp, np.int64)
+
+    @_locked
     def refresh_points(self, ids: np.ndarray, descriptors: bool = True) -> None:
         """Recompute the mean viewing direction, the scale-invariance distance range and (with
         ``descriptors``) the distinctive descriptor of points ``ids`` from their observations.

@@ -20,6 +20,50 @@ import numpy as np
 from numba import njit
 
 
+@njit(cache=True, nogil=True, inline="always")
+def observe(R, t, X, meas, s, fx, fy, cx, cy, bf, disparity, J):
+    """Residuals of one observation of world point ``X`` from pose ``(R, t)``, and ``J`` = d(prediction)/d(xi).
+
+    ``meas`` is (u, v, u_right); ``s`` is 1.0 for stereo / RGB-D, 0.0 for mono
+    (third residual zero). Fills ``J`` (3, 6); its first three columns are also
+    d(prediction)/d(p) for the camera-frame point ``p``. Returns
+    ``(r0, r1, r2, pz)``; the caller skips the observation when ``pz == 0``
+    (``J`` is then not filled).
+    """
+    px = R[0, 0] * X[0] + R[0, 1] * X[1] + R[0, 2] * X[2] + t[0]
+    py = R[1, 0] * X[0] + R[1, 1] * X[1] + R[1, 2] * X[2] + t[1]
+    pz = R[2, 0] * X[0] + R[2, 1] * X[1] + R[2, 2] * X[2] + t[2]
+    if pz == 0.0:
+        return 0.0, 0.0, 0.0, 0.0
+    iz = 1.0 / pz
+    xz, yz = px * iz, py * iz
+    u = fx * xz + cx
+    r0 = meas[0] - u
+    r1 = meas[1] - (fy * yz + cy)
+    r2 = (meas[2] - u + bf * iz) * s
+    if disparity:
+        r2 -= r0 * s
+    J[0, 0] = fx * iz
+    J[0, 1] = 0.0
+    J[0, 2] = -fx * xz * iz
+    J[0, 3] = -fx * xz * yz
+    J[0, 4] = fx * (1.0 + xz * xz)
+    J[0, 5] = -fx * yz
+    J[1, 0] = 0.0
+    J[1, 1] = fy * iz
+    J[1, 2] = -fy * yz * iz
+    J[1, 3] = -fy * (1.0 + yz * yz)
+    J[1, 4] = fy * xz * yz
+    J[1, 5] = fy * xz
+    c = bf * iz
+    for k in range(6):
+        J[2, k] = 0.0 if disparity else J[0, k]
+    J[2, 2] += c * iz
+    J[2, 3] += c * yz
+    J[2, 4] -= c * xz
+    return r0, r1, r2, pz
+
+
 @njit(cache=True, nogil=True)
 def pose_system(X, R, t, meas, smask, w, wr, fx, fy, cx, cy, bf, disparity, active, delta2, robust):
     """Robust cost and weighted normal equations ``H = sum J^T W J``, ``g = sum J^T W r`` at pose ``(R, t)``.
@@ -42,20 +86,10 @@ def pose_system(X, R, t, meas, smask, w, wr, fx, fy, cx, cy, bf, disparity, acti
     for n in range(X.shape[0]):
         if not active[n]:
             continue
-        px = R[0, 0] * X[n, 0] + R[0, 1] * X[n, 1] + R[0, 2] * X[n, 2] + t[0]
-        py = R[1, 0] * X[n, 0] + R[1, 1] * X[n, 1] + R[1, 2] * X[n, 2] + t[1]
-        pz = R[2, 0] * X[n, 0] + R[2, 1] * X[n, 1] + R[2, 2] * X[n, 2] + t[2]
+        r0, r1, r2, pz = observe(R, t, X[n], meas[n], smask[n], fx, fy, cx, cy, bf, disparity, J)
         if pz == 0.0:
             continue
-        iz = 1.0 / pz
-        xz, yz = px * iz, py * iz
-        u = fx * xz + cx
-        r0 = meas[n, 0] - u
-        r1 = meas[n, 1] - (fy * yz + cy)
         s = smask[n]
-        r2 = (meas[n, 2] - u + bf * iz) * s
-        if disparity:
-            r2 -= r0 * s
         chi2 = w[n] * (r0 * r0 + r1 * r1) + wr[n] * r2 * r2
         if not np.isfinite(chi2):
             continue
@@ -65,25 +99,6 @@ def pose_system(X, R, t, meas, smask, w, wr, fx, fy, cx, cy, bf, disparity, acti
             hub = np.sqrt(delta2[n] / chi2)
         else:
             cost += chi2
-        # d(prediction)/d(xi), rows u, v, third
-        J[0, 0] = fx * iz
-        J[0, 1] = 0.0
-        J[0, 2] = -fx * xz * iz
-        J[0, 3] = -fx * xz * yz
-        J[0, 4] = fx * (1.0 + xz * xz)
-        J[0, 5] = -fx * yz
-        J[1, 0] = 0.0
-        J[1, 1] = fy * iz
-        J[1, 2] = -fy * yz * iz
-        J[1, 3] = -fy * (1.0 + yz * yz)
-        J[1, 4] = fy * xz * yz
-        J[1, 5] = fy * xz
-        c = bf * iz
-        for k in range(6):
-            J[2, k] = 0.0 if disparity else J[0, k]
-        J[2, 2] += c * iz
-        J[2, 3] += c * yz
-        J[2, 4] -= c * xz
         wu, wv, w3 = hub * w[n], hub * w[n], hub * wr[n] * s
         for a in range(6):
             g[a] += wu * J[0, a] * r0 + wv * J[1, a] * r1 + w3 * J[2, a] * r2

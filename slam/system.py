@@ -38,11 +38,12 @@ class _FrameRecord:
 
 
 def warm_up_kernels() -> None:
-    """Compile (or load from numba's cache) the tracking kernels now, not during the first frames.
+    """Compile (or load from numba's cache) the tracking and local BA kernels now, not during the first frames.
 
     A cold cache costs several seconds of compilation, which a live camera would see as dropped frames.
     """
     from slam.features import Features
+    from slam.local_ba import local_bundle_adjustment
     from slam.matching import match_by_projection
     from slam.optim import optimize_pose
 
@@ -59,6 +60,11 @@ def warm_up_kernels() -> None:
     match_by_projection(f, uv, desc, 3.0, 0)
     match_by_projection(f, uv, desc, np.full(8, 3.0), np.zeros(8, np.int64), taken=np.zeros(8, bool),
                         proj_ur=uv[:, 0] - 20)
+    poses = {0: np.eye(4), 1: np.array([[1, 0, 0, -0.1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])}
+    for ur, wd in ((-np.ones(16), None), (np.r_[uv[:, 0], uv[:, 0] - 10] - 20, np.ones(16))):
+        local_bundle_adjustment(poses, {0}, np.arange(8), X, np.repeat([0, 1], 8), np.tile(np.arange(8), 2),
+                                np.vstack([uv, uv - [10, 0]]), ur, np.ones(16), 500.0, 500.0, 320.0, 240.0, 50.0,
+                                iterations=(1, 1), obs_inv_sigma2_disp=wd)
     log.debug("tracking kernels ready in %.2f s", time.perf_counter() - t0)
 
 

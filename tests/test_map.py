@@ -608,3 +608,16 @@ def test_tracked_points_counts_good_points_by_observations():
         expect = sum(1 for pid in kf.point_ids[kf.point_ids >= 0].tolist()
                      if pid in m.points and not m.points[pid].bad and len(m.points[pid].observations) >= min_obs)
         assert kf.tracked_points(min_obs) == expect
+
+
+def test_observation_table_lists_good_observations_by_point():
+    m = _random_observed_map(6)
+    for kf in list(m.keyframes.values()):
+        kf.update_connections(m)  # a spanning tree, so a keyframe can be erased
+    gone = next(k for k in range(1, 12) if m.erase_keyframe(k))
+    ids = np.concatenate([m.point_ids()[:40], [10**6 - 1]])  # an unknown id contributes nothing
+    row, kf, kp = m.observation_table(ids)
+    expected = [(r, k, i) for r, pid in enumerate(ids.tolist()) if pid in m.points
+                for k, i in m.points[pid].observations.items() if k in m.keyframes]
+    assert list(zip(row.tolist(), kf.tolist(), kp.tolist())) == expected
+    assert gone not in kf.tolist() and len(expected) > 100
