@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import yaml
 
 from slam.datasets.images import read_rgb
 from slam.errors import DataError
@@ -178,6 +180,24 @@ def attach_right(seq: Sequence, frame: Frame, paths: list | None, i: int) -> Non
 def load_camera_yaml(path: Path) -> PinholeCamera:
     """A project camera file; malformed, non-text or non-finite ones raise :class:`DataError`."""
     return PinholeCamera.from_yaml(path)
+
+
+def packaged_camera_file(filename: str) -> dict:
+    """The mapping of a camera file shipped in ``calib/cameras/`` (package data), extra keys included."""
+    source = f"calib/cameras/{filename}"
+    try:
+        text = resources.files("calib").joinpath("cameras", filename).read_text()
+    except (FileNotFoundError, ModuleNotFoundError):
+        raise DataError(source, "no such packaged camera file (is the package installed with its data?)") from None
+    d = yaml.safe_load(text)
+    if not isinstance(d, dict):
+        raise DataError(source, "camera file must be a YAML mapping")
+    return d
+
+
+def packaged_camera(filename: str) -> PinholeCamera:
+    """A camera file shipped in ``calib/cameras/`` (loaded as package data)."""
+    return PinholeCamera.from_dict(packaged_camera_file(filename), source=f"calib/cameras/{filename}")
 
 
 def camera_override(*folders: Path) -> PinholeCamera | None:

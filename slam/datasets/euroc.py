@@ -2,7 +2,8 @@
 
 Layout (``path`` is the folder holding ``mav0/``, or ``mav0`` itself)::
 
-    mav0/cam0/data.csv + data/<ns>.png + sensor.yaml   left camera (grayscale, distorted)
+    mav0/cam0/data.csv + data/<ns>.png + sensor.yaml   left camera (grayscale, distorted; without sensor.yaml:
+                                                       EuRoC's published calib/cameras/euroc_cam0.yaml)
     mav0/cam1/...                                      right camera (optional -> stereo)
     mav0/imu0/data.csv + sensor.yaml                   200 Hz IMU: ns, gyro xyz [rad/s], accel xyz [m/s^2]
     mav0/state_groundtruth_estimate0/data.csv          body poses (optional)
@@ -39,11 +40,18 @@ import numpy as np
 import yaml
 
 from slam.datasets import register
-from slam.datasets.base import GT_MAX_GAP_S, Sequence, attach_right, camera_override
-from slam.datasets.images import read_rgb
+from slam.datasets.base import (
+    GT_MAX_GAP_S,
+    Sequence,
+    attach_right,
+    camera_override,
+    packaged_camera,
+    packaged_camera_file,
+)
+from slam.datasets.images import image_size, read_rgb
 from slam.datasets.textfiles import column_floats, column_ns, ns_to_s, read_rows
 from slam.errors import DataError
-from slam.geometry.camera import PinholeCamera
+from slam.geometry.camera import PinholeCamera, model_from_names
 from slam.geometry.se3 import inv_pose
 from slam.geometry.so3 import quat_to_rot
 from slam.records import Frame, ImuSamples, StereoRig
@@ -69,10 +77,11 @@ def read_sensor_yaml(path: Path) -> dict:
     return d
 
 
-def sensor_T_BS(d: dict, path: Path) -> np.ndarray:
-    """The 4x4 ``T_BS`` (sensor -> body) of a sensor.yaml mapping."""
+def sensor_T_BS(d: dict, path: Path | str) -> np.ndarray:
+    """The 4x4 ``T_BS`` (sensor -> body) of a sensor.yaml mapping (``data: [16]``, or the 16 numbers alone)."""
     try:
-        T = np.asarray(d["T_BS"]["data"], dtype=np.float64).reshape(4, 4)
+        T_BS = d["T_BS"]
+        T = np.asarray(T_BS["data"] if isinstance(T_BS, dict) else T_BS, dtype=np.float64).reshape(4, 4)
     except KeyError:
         raise DataError(path, "lacks T_BS: {rows: 4, cols: 4, data: [16 numbers]}") from None
     except (TypeError, ValueError):
@@ -83,23 +92,59 @@ def sensor_T_BS(d: dict, path: Path) -> np.ndarray:
     return T
 
 
-def euroc_camera(path: Path) -> tuple[PinholeCamera, np.ndarray]:
-    """Camera intrinsics and ``T_BS`` (camera -> body) from a camera ``sensor.yaml``."""
-    d = read_sensor_yaml(path)
-    model, dmodel = d.get("camera_model", "pinhole"), d.get("distortion_model", "radial-tangential")
-    if model != "pinhole" or dmodel not in ("radial-tangential", "radtan", "plumb_bob"):
-        raise DataError(path, f"camera model {model!r} with {dmodel!r} distortion is not supported "
-                              "(pinhole radial-tangential only)")
+def sensor_camera(d: dict, path: Path | str) -> PinholeCamera:
+    """Intrinsics of a Kalibr/EuRoC camera mapping (``resolution``, ``intrinsics: [fu, fv, cu, cv]``,
+    ``distortion_model`` radial-tangential or equidistant, ``distortion_coefficients``)."""
+    model = model_from_names(d.get("camera_model", "pinhole"), d.get("distortion_model", "radial-tangential"), path)
     try:
         w, h = (int(v) for v in d["resolution"])
         fu, fv, cu, cv = (float(v) for v in d["intrinsics"])
         dist = tuple(float(v) for v in d.get("distortion_coefficients") or ())
-        cam = PinholeCamera(w, h, fu, fv, cu, cv, dist)
+        return PinholeCamera(w, h, fu, fv, cu, cv, dist, model=model)
     except KeyError as e:
         raise DataError(path, f"lacks the key {e.args[0]!r}") from None
     except (TypeError, ValueError) as e:
         raise DataError(path, f"invalid camera: {e}") from None
+
+
+def euroc_camera(path: Path) -> tuple[PinholeCamera, np.ndarray]:
+    """Camera intrinsics and ``T_BS`` (camera -> body) from a camera ``sensor.yaml``.
+
+    A sequence without ``camN/sensor.yaml`` gets EuRoC's published calibration
+    (``calib/cameras/euroc_camN.yaml``, the same for every EuRoC sequence) with a warning;
+    one whose file disagrees with it at EuRoC's resolution is reported (the file is used).
+    """
+    published = f"euroc_{path.parent.name}.yaml"
+    if not path.is_file() and path.parent.name in ("cam0", "cam1"):
+        log.warning("%s: missing; using EuRoC's published calibration calib/cameras/%s", path, published)
+        d = packaged_camera_file(published)
+        return PinholeCamera.from_dict(d, published), sensor_T_BS(d, published)
+    d = read_sensor_yaml(path)
+    cam = sensor_camera(d, path)
+    if path.parent.name in ("cam0", "cam1"):
+        _cross_check(cam, packaged_camera(published), path, published)
     return cam, sensor_T_BS(d, path)
+
+
+def _cross_check(cam: PinholeCamera, ref: PinholeCamera, path: Path, ref_name: str) -> None:
+    """Warn when a camera of EuRoC's resolution has intrinsics more than 1% from EuRoC's published ones."""
+    if (cam.width, cam.height) != (ref.width, ref.height):
+        return  # not the VI-Sensor (e.g. a synthetic sequence in EuRoC layout)
+    a = np.array([cam.fx, cam.fy, cam.cx, cam.cy])
+    b = np.array([ref.fx, ref.fy, ref.cx, ref.cy])
+    if np.max(np.abs(a - b) / b) > 0.01 or cam.model != ref.model:
+        log.warning("%s: intrinsics %s differ from EuRoC's published calib/cameras/%s %s; using the file's",
+                    path, np.round(a, 3).tolist(), ref_name, b.tolist())
+
+
+def _check_published_size(cam: PinholeCamera, cam_dir: Path, image: Path) -> None:
+    """Without ``sensor.yaml`` the published EuRoC camera is assumed: the images must have its size."""
+    if (cam_dir / "sensor.yaml").is_file():
+        return
+    w, h = image_size(image)
+    if (w, h) != (cam.width, cam.height):
+        raise DataError(cam_dir / "sensor.yaml", f"missing, and the images are {w}x{h}, not the {cam.width}x"
+                                                 f"{cam.height} of EuRoC's published camera: add sensor.yaml")
 
 
 def read_camera_csv(path: Path) -> tuple[np.ndarray, list[str], list[int]]:
@@ -190,6 +235,7 @@ class EurocSequence(Sequence):
         self._check_timestamps(self.mav0 / "cam0" / "data.csv", ns_to_s(ns), lines)
         cam0, T_B_c0 = euroc_camera(self.mav0 / "cam0" / "sensor.yaml")
         self.camera = camera_override(self.root, self.mav0) or cam0
+        _check_published_size(self.camera, self.mav0 / "cam0", self._left[0])
         self._right: list[Path | None] | None = None
         if (self.mav0 / "cam1" / "data.csv").is_file():
             self._setup_right(ns, T_B_c0)
@@ -215,6 +261,8 @@ class EurocSequence(Sequence):
     def _setup_right(self, ns_left: np.ndarray, T_B_c0: np.ndarray) -> None:
         ns, paths, _ = self._read_camera_list("cam1")
         cam1, T_B_c1 = euroc_camera(self.mav0 / "cam1" / "sensor.yaml")
+        if paths:
+            _check_published_size(cam1, self.mav0 / "cam1", paths[0])
         self.stereo = StereoRig(right=cam1, T_l_r=inv_pose(T_B_c0) @ T_B_c1)
         by_ns = dict(zip(ns.tolist(), paths))
         self._right = [by_ns.get(int(t)) for t in ns_left]

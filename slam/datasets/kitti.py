@@ -5,6 +5,7 @@ Layout::
     <root>/sequences/NN/image_0/%06d.png   left grayscale camera (rectified)
     <root>/sequences/NN/image_1/%06d.png   right grayscale camera (optional -> stereo)
     <root>/sequences/NN/calib.txt          "P0: 12 numbers" ... projection matrices of the rectified cameras
+                                           (optional for 00-12: KITTI's published values, calib/cameras/kitti_*.yaml)
     <root>/sequences/NN/times.txt          one time in seconds per frame
     <root>/poses/NN.txt                    ground truth (optional): camera-0 pose in the frame-0 camera, 12 numbers
 
@@ -12,17 +13,28 @@ Layout::
 sequence (or name one with ``sequence="07"``). Camera: fx, fy, cx, cy of P0,
 no distortion; stereo baseline ``-P1[0,3] / P1[0,0]`` metres (right camera at
 +baseline along the left camera's x axis).
+
+The sequence's own ``calib.txt`` always wins (intrinsics differ between the
+recording days); it is checked against the published values of its group
+(``kitti_00-02.yaml``, ``kitti_03.yaml``, ``kitti_04-12.yaml``) and a mismatch is
+logged. A sequence folder 00-12 without ``calib.txt`` uses its group's file.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
 
 from slam.datasets import register
-from slam.datasets.base import Sequence, attach_right, camera_override
+from slam.datasets.base import (
+    Sequence,
+    attach_right,
+    camera_override,
+    packaged_camera_file,
+)
 from slam.datasets.images import image_size, read_rgb
 from slam.datasets.textfiles import column_floats, read_rows
 from slam.errors import DataError
@@ -34,7 +46,15 @@ log = logging.getLogger(__name__)
 
 
 def is_kitti_sequence(path: Path) -> bool:
-    return (path / "image_0").is_dir() and (path / "calib.txt").is_file() and (path / "times.txt").is_file()
+    return (path / "image_0").is_dir() and (path / "times.txt").is_file()
+
+
+def published_camera_file(sequence: str) -> str | None:
+    """The shipped camera file of KITTI odometry sequence ``sequence`` ("00".."12"), or None."""
+    if not re.fullmatch(r"\d\d", sequence) or int(sequence) > 12:
+        return None
+    n = int(sequence)
+    return "kitti_00-02.yaml" if n <= 2 else "kitti_03.yaml" if n == 3 else "kitti_04-12.yaml"
 
 
 def _intrinsics(P: np.ndarray) -> tuple[float, float, float, float]:
@@ -55,11 +75,23 @@ def read_calib(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
+def _cross_check(cam: PinholeCamera, published: PinholeCamera, calib_path: Path) -> None:
+    """Log when calib.txt's P0 differs from the published values of the sequence's group (calib.txt is used)."""
+    a = np.array([cam.fx, cam.fy, cam.cx, cam.cy])
+    b = np.array([published.fx, published.fy, published.cx, published.cy])
+    if np.max(np.abs(a - b) / b) <= 1e-3:
+        return
+    # at KITTI's image size this is probably a wrong calib.txt; at another size, not KITTI's camera at all
+    level = logging.WARNING if (cam.width, cam.height) == (published.width, published.height) else logging.INFO
+    log.log(level, "%s: P0 intrinsics %s differ from KITTI's published ones for this sequence %s; using calib.txt",
+            calib_path, a.tolist(), b.tolist())
+
+
 @register("kitti")
 class KittiSequence(Sequence):
     """A KITTI odometry sequence: grayscale images delivered as RGB, optional stereo, ground truth by frame index."""
 
-    layout = "image_0/ + calib.txt + times.txt, or sequences/NN/ (KITTI odometry)"
+    layout = "image_0/ + times.txt (+ calib.txt), or sequences/NN/ (KITTI odometry)"
 
     def __init__(self, path: str | Path, sequence: str | None = None):
         self.seq_dir = self._find_sequence(Path(path), sequence)
@@ -69,10 +101,9 @@ class KittiSequence(Sequence):
         rows, lines = read_rows(times, 1)
         self._check_timestamps(times, column_floats(times, rows, lines, 0), lines)
         self._left = self._image_paths("image_0", times, lines)
-        calib = read_calib(self.seq_dir / "calib.txt")
-        P0 = calib["P0"]
-        w, h = image_size(self._left[0])
-        self.camera = camera_override(self.seq_dir, self.root) or PinholeCamera(w, h, *_intrinsics(P0))
+        calib_path = self.seq_dir / "calib.txt"
+        calib = read_calib(calib_path) if calib_path.is_file() else None
+        self.camera = camera_override(self.seq_dir, self.root) or self._own_camera(calib, calib_path)
         self._right = None
         if (self.seq_dir / "image_1").is_dir():
             self._setup_stereo(calib, times, lines)
@@ -106,14 +137,52 @@ class KittiSequence(Sequence):
                 raise DataError(times, f"no image {p} for the frame of this line", line=n)
         return paths
 
-    def _setup_stereo(self, calib: dict[str, np.ndarray], times: Path, lines: list[int]) -> None:
-        P1 = calib.get("P1")
-        if P1 is None:
-            raise DataError(self.seq_dir / "calib.txt", "image_1/ exists but there is no P1")
-        baseline = float(-P1[0, 3] / P1[0, 0])
+    def _own_camera(self, calib: dict[str, np.ndarray] | None, calib_path: Path) -> PinholeCamera:
+        """The camera of calib.txt's P0 (cross-checked), else the published one of this sequence number."""
+        published = self._published()
+        w, h = image_size(self._left[0])
+        if calib is not None:
+            cam = PinholeCamera(w, h, *_intrinsics(calib["P0"]))
+            if published is not None:
+                _cross_check(cam, published[0], calib_path)
+            return cam
+        if published is None:
+            raise DataError(calib_path, f"missing, and {self.seq_dir.name!r} is not a KITTI odometry sequence 00-12 "
+                                        "with a published camera: add calib.txt (or camera.yaml)")
+        return self._published_camera(published, w, h)
+
+    def _published(self) -> tuple[PinholeCamera, float, str] | None:
+        """(camera, stereo baseline in metres, file name) published for this sequence number, or None."""
+        name = published_camera_file(self.seq_dir.name)
+        if name is None:
+            return None
+        d = packaged_camera_file(name)
+        return PinholeCamera.from_dict(d, f"calib/cameras/{name}"), float(d["stereo_baseline_m"]), name
+
+    def _published_camera(self, published: tuple[PinholeCamera, float, str], w: int, h: int) -> PinholeCamera:
+        cam, _, name = published
+        log.warning("%s: no calib.txt; using KITTI's published camera calib/cameras/%s", self.seq_dir, name)
+        if (w, h) != (cam.width, cam.height):
+            log.warning("%s: images are %dx%d but %s describes %dx%d images", self.seq_dir, w, h, name,
+                        cam.width, cam.height)
+        return PinholeCamera(w, h, cam.fx, cam.fy, cam.cx, cam.cy)
+
+    def _setup_stereo(self, calib: dict[str, np.ndarray] | None, times: Path, lines: list[int]) -> None:
+        if calib is None:  # no calib.txt: the published baseline (rectified pair, same intrinsics)
+            published = self._published()
+            if published is None:
+                raise DataError(self.seq_dir / "calib.txt", "image_1/ exists but there is no calib.txt (P1) "
+                                                            "to give the stereo baseline")
+            baseline = published[1]
+            right = self.camera
+        else:
+            P1 = calib.get("P1")
+            if P1 is None:
+                raise DataError(self.seq_dir / "calib.txt", "image_1/ exists but there is no P1")
+            baseline = float(-P1[0, 3] / P1[0, 0])
+            right = PinholeCamera(self.camera.width, self.camera.height, *_intrinsics(P1))
         T_l_r = np.eye(4)
         T_l_r[0, 3] = baseline
-        right = PinholeCamera(self.camera.width, self.camera.height, *_intrinsics(P1))
         self.stereo = StereoRig(right=right, T_l_r=T_l_r)
         self._right = self._image_paths("image_1", times, lines)
 

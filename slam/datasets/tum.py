@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import logging
 import re
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from slam.datasets import register
-from slam.datasets.base import GT_MAX_GAP_S, Sequence, camera_override
+from slam.datasets.base import GT_MAX_GAP_S, Sequence, camera_override, packaged_camera
 from slam.datasets.images import TUM_DEPTH_SCALE, read_depth, read_rgb
 from slam.datasets.textfiles import check_files_exist, read_image_list
 from slam.errors import CorruptFrameError
@@ -58,12 +56,6 @@ def associate(t_a: np.ndarray, t_b: np.ndarray, max_dt: float = ASSOCIATION_MAX_
             pairs[i] = j
             used_b.add(j)
     return pairs
-
-
-def packaged_camera(filename: str) -> PinholeCamera:
-    """A camera file shipped in ``calib/cameras/`` (loaded as package data)."""
-    text = resources.files("calib").joinpath("cameras", filename).read_text()
-    return PinholeCamera.from_dict(yaml.safe_load(text), source=f"calib/cameras/{filename}")
 
 
 def freiburg_camera(root: Path) -> PinholeCamera | None:

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from slam.datasets import register
-from slam.datasets.base import Sequence, load_camera_yaml
+from slam.datasets.base import Sequence, load_camera_yaml, packaged_camera
 from slam.errors import CorruptFrameError, DataError
 from slam.geometry.camera import PinholeCamera
 from slam.records import Frame
@@ -33,7 +33,13 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 
 
 def guess_camera(width: int, height: int) -> PinholeCamera:
-    """A plausible camera for an unknown video: ~58 degree horizontal field of view, centred, no distortion."""
+    """A plausible camera for an unknown video: ~58 degree horizontal field of view, centred, no distortion.
+
+    At 640x480 this is the shipped ``calib/cameras/webcam_default.yaml`` (the same guess, as a
+    file to replace with ``slam-calib camera``'s output).
+    """
+    if (width, height) == (640, 480):
+        return packaged_camera("webcam_default.yaml")
     return PinholeCamera(width, height, 0.9 * width, 0.9 * width, (width - 1) / 2.0, (height - 1) / 2.0)
 
 

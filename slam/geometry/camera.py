@@ -1,4 +1,11 @@
-"""Pinhole camera with radial-tangential (plumb-bob, OpenCV order ``k1 k2 p1 p2 [k3]``) distortion.
+"""Pinhole camera with one of two lens-distortion models.
+
+* ``model="pinhole"``: radial-tangential (plumb-bob, OpenCV order ``k1 k2 p1 p2 [k3]``).
+* ``model="fisheye"``: equidistant (Kannala-Brandt, ``k1 k2 k3 k4``), OpenCV's
+  ``cv2.fisheye`` convention: for a ray at angle ``theta = atan(r)`` from the
+  optical axis (``r`` = radius of the normalised point ``(x/z, y/z)``),
+  ``theta_d = theta (1 + k1 theta^2 + k2 theta^4 + k3 theta^6 + k4 theta^8)``
+  and the distorted normalised point is ``(theta_d / r) (x/z, y/z)``.
 
 Pixel coordinates: ``(u, v)`` with the origin at the centre of the top-left
 pixel (OpenCV's convention). Camera frame: x right, y down, z forward.
@@ -13,6 +20,12 @@ import numpy as np
 
 from slam.errors import DataError
 
+MODELS = ("pinhole", "fisheye")
+N_COEFFS = {"pinhole": 5, "fisheye": 4}  # distortion terms of each model
+# names other tools use for our two distortion models (Kalibr/EuRoC, ROS, OpenCV)
+RADTAN_NAMES = ("radtan", "radial-tangential", "plumb_bob", "plumb-bob")
+EQUIDISTANT_NAMES = ("equidistant", "equi", "fisheye", "kannala-brandt")
+
 
 @dataclass(frozen=True)
 class PinholeCamera:
@@ -22,17 +35,23 @@ class PinholeCamera:
     fy: float
     cx: float
     cy: float
-    # k1, k2, p1, p2, k3 (missing trailing terms are zero)
+    # pinhole: k1, k2, p1, p2, k3; fisheye: k1, k2, k3, k4 (missing trailing terms are zero)
     dist: tuple[float, ...] = field(default=(0.0, 0.0, 0.0, 0.0, 0.0))
+    model: str = "pinhole"  # "pinhole" (radial-tangential) or "fisheye" (equidistant)
 
     def __post_init__(self) -> None:
         for name in ("width", "height"):
             object.__setattr__(self, name, int(getattr(self, name)))
         for name in ("fx", "fy", "cx", "cy"):
             object.__setattr__(self, name, float(getattr(self, name)))
-        d = tuple(float(x) for x in self.dist) + (0.0,) * max(0, 5 - len(self.dist))
-        if len(d) != 5:
-            raise ValueError(f"radial-tangential distortion takes at most 5 terms, got {len(self.dist)}")
+        if self.model not in MODELS:
+            raise ValueError(f"camera model must be one of {MODELS}, got {self.model!r}")
+        n = N_COEFFS[self.model]
+        d = tuple(float(x) for x in self.dist)
+        d = (d[:n] if not any(d[n:]) else d) + (0.0,) * max(0, n - len(d))  # surplus zero terms are dropped
+        if len(d) != n:
+            kind = "radial-tangential" if self.model == "pinhole" else "equidistant (fisheye)"
+            raise ValueError(f"{kind} distortion takes at most {n} terms, got {len(self.dist)}")
         object.__setattr__(self, "dist", d)
         values = (self.fx, self.fy, self.cx, self.cy) + d
         if self.width <= 0 or self.height <= 0 or not (self.fx > 0 and self.fy > 0) or not np.all(np.isfinite(values)):
@@ -44,12 +63,17 @@ class PinholeCamera:
         return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
 
     @property
+    def is_fisheye(self) -> bool:
+        return self.model == "fisheye"
+
+    @property
     def has_distortion(self) -> bool:
-        return any(abs(x) > 0.0 for x in self.dist)
+        # an equidistant lens bends rays even with k = 0 (r_d = atan(r), not r)
+        return self.is_fisheye or any(abs(x) > 0.0 for x in self.dist)
 
     def undistorted(self) -> "PinholeCamera":
-        """The same intrinsics without distortion (the model of an undistorted image)."""
-        return replace(self, dist=(0.0,) * 5)
+        """The same intrinsics without distortion (the model of an undistorted image): a plain pinhole."""
+        return replace(self, dist=(0.0,) * 5, model="pinhole")
 
     def scaled(self, factor: float) -> "PinholeCamera":
         """Camera of the image resized by ``factor`` (pixel-centre convention)."""
@@ -66,6 +90,8 @@ class PinholeCamera:
     # --------------------------------------------------------------- distortion
     def distort_normalized(self, xn: np.ndarray) -> np.ndarray:
         """Apply the distortion to (N, 2) normalised image coordinates ``(x/z, y/z)``."""
+        if self.is_fisheye:
+            return self._distort_equidistant(np.asarray(xn, dtype=np.float64))
         k1, k2, p1, p2, k3 = self.dist
         x, y = xn[..., 0], xn[..., 1]
         r2 = x * x + y * y
@@ -79,6 +105,8 @@ class PinholeCamera:
         xd = np.asarray(xd, dtype=np.float64)
         if not self.has_distortion:
             return xd.copy()
+        if self.is_fisheye:
+            return self._undistort_equidistant(xd, iterations)
         k1, k2, p1, p2, k3 = self.dist
         x = xd.copy()
         for _ in range(iterations):
@@ -99,6 +127,34 @@ class PinholeCamera:
             if np.max(np.abs(res), initial=0.0) < 1e-14:
                 break
         return x
+
+    def _theta_d(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Equidistant ``theta_d(theta)`` and its derivative (angles in radians)."""
+        k1, k2, k3, k4 = self.dist
+        t2 = theta * theta
+        poly = 1.0 + t2 * (k1 + t2 * (k2 + t2 * (k3 + t2 * k4)))
+        dpoly = 1.0 + t2 * (3.0 * k1 + t2 * (5.0 * k2 + t2 * (7.0 * k3 + t2 * 9.0 * k4)))
+        return theta * poly, dpoly
+
+    def _distort_equidistant(self, xn: np.ndarray) -> np.ndarray:
+        r = np.hypot(xn[..., 0], xn[..., 1])
+        theta_d, _ = self._theta_d(np.arctan(r))
+        # theta_d / r -> 1 as r -> 0 (cv2.fisheye uses the same cut-off)
+        scale = np.where(r > 1e-8, theta_d / np.where(r > 1e-8, r, 1.0), 1.0)
+        return xn * scale[..., None]
+
+    def _undistort_equidistant(self, xd: np.ndarray, iterations: int) -> np.ndarray:
+        """Invert the equidistant model: Newton on ``theta_d(theta)``, then ``r = tan(theta)``."""
+        theta_d = np.minimum(np.hypot(xd[..., 0], xd[..., 1]), np.pi / 2)
+        theta = theta_d.copy()
+        for _ in range(iterations):
+            f, df = self._theta_d(theta)
+            step = (f - theta_d) / np.where(np.abs(df) > 1e-12, df, 1e-12)
+            theta = np.clip(theta - step, 0.0, np.pi / 2 - 1e-9)
+            if np.max(np.abs(step), initial=0.0) < 1e-14:
+                break
+        scale = np.where(theta_d > 1e-8, np.tan(theta) / np.where(theta_d > 1e-8, theta_d, 1.0), 1.0)
+        return xd * scale[..., None]
 
     # ---------------------------------------------------- project / unproject
     def pixel_to_normalized(self, uv: np.ndarray) -> np.ndarray:
@@ -169,24 +225,28 @@ class PinholeCamera:
 
     # ------------------------------------------------------------------- files
     def to_dict(self) -> dict:
+        """The project's camera-file mapping (``model``, size, ``fx fy cx cy`` in pixels, ``distortion``)."""
         return {
-            "model": "pinhole",
+            "model": self.model,
             "width": int(self.width),
             "height": int(self.height),
             "fx": float(self.fx),
             "fy": float(self.fy),
             "cx": float(self.cx),
             "cy": float(self.cy),
-            "distortion_model": "radtan",
+            "distortion_model": "equidistant" if self.is_fisheye else "radtan",
             "distortion": [float(x) for x in self.dist],
         }
 
     @classmethod
     def from_dict(cls, d: dict, source: str | Path | None = None) -> "PinholeCamera":
+        """Read :meth:`to_dict`'s mapping; other keys (``rms``, a calibration report, ...) are ignored.
+
+        ``model: pinhole`` with ``distortion_model: radtan`` (or none) is radial-tangential;
+        ``model: fisheye``, or ``pinhole`` with ``distortion_model: equidistant``, is equidistant.
+        """
         try:
-            model = d.get("model", "pinhole")
-            if model != "pinhole":
-                raise DataError(source, f"camera model {model!r} is not supported (only 'pinhole')")
+            model = model_from_names(d.get("model", "pinhole"), d.get("distortion_model"), source)
             return cls(
                 width=int(d["width"]),
                 height=int(d["height"]),
@@ -195,6 +255,7 @@ class PinholeCamera:
                 cx=float(d["cx"]),
                 cy=float(d["cy"]),
                 dist=tuple(float(x) for x in d.get("distortion", ()) or ()),
+                model=model,
             )
         except KeyError as e:
             raise DataError(source, f"camera file lacks the key {e.args[0]!r}") from None
@@ -224,3 +285,18 @@ class PinholeCamera:
         import yaml
 
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def model_from_names(model: object, distortion_model: object, source: str | Path | None = None) -> str:
+    """Our model name (``pinhole``/``fisheye``) for a camera model and distortion model as files spell them."""
+    m = str(model).lower()
+    dm = None if distortion_model is None else str(distortion_model).lower()
+    if m in ("fisheye", "equidistant") and (dm is None or dm in EQUIDISTANT_NAMES):
+        return "fisheye"
+    if m == "pinhole":
+        if dm is None or dm in RADTAN_NAMES:
+            return "pinhole"
+        if dm in EQUIDISTANT_NAMES:
+            return "fisheye"
+    raise DataError(source, f"camera model {model!r} with distortion model {distortion_model!r} is not supported "
+                            "(pinhole with radtan, or fisheye / pinhole with equidistant)")
