@@ -106,3 +106,19 @@ def test_trajectory_leaves_out_frames_whose_keyframe_pose_is_lost(frames, caplog
     n_lost = sum(r.ref_kf_id == victim for r in system.records)
     assert n_lost > 0 and len(part) == len(full) - n_lost
     assert "left out of the trajectory" in caplog.text
+
+
+def test_tracks_synthetic_sequence_monocular_through_threads(frames):
+    """Two-view initialisation, then tracking with local mapping in its thread; scale from Sim(3) alignment."""
+    camera, _, fr = frames
+    system, results = _run(camera, "mono", fr)
+    assert system.mapper.error is None
+    first = next(i for i, r in enumerate(results) if r.state == State.OK)
+    assert first < 15, [r.state for r in results[:20]]
+    assert all(r.state == State.OK for r in results[first:]), [r.state for r in results]
+    traj = system.trajectory()
+    assert len(traj) >= N - first
+    res = evaluate(_gt(fr), traj, align="sim3")
+    path = float(np.sum(np.linalg.norm(np.diff(_gt(fr).positions, axis=0), axis=1)))
+    print(f"\n  mono: first tracked frame {first}, ATE {1e3 * res['ate']['rmse']:.1f} mm over {path:.2f} m")
+    assert res["ate"]["rmse"] < 0.02 * path
