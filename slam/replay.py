@@ -55,6 +55,8 @@ class FramePipeline:
         self.seq, self.prepare, self.n, self.realtime = seq, prepare, int(n), realtime
         self.preload = preload
         self.lookahead = max(int(lookahead), 1)
+        if getattr(seq, "sequential", False):
+            readers = 1  # a video decodes in order, in one thread
         self._read_pool = ThreadPoolExecutor(max_workers=max(int(readers), 1), thread_name_prefix="frame-read")
         self._prep_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-features")
         self._reads: dict[int, Future] = {}

@@ -48,6 +48,7 @@ class Sequence(ABC):
 
     kind: ClassVar[str] = ""  # registry name, set by @register
     layout: ClassVar[str] = ""  # what detect() looks for, for error messages
+    sequential: ClassVar[bool] = False  # frames must be read one at a time, in order (one decoder: a video)
 
     root: Path
     name: str

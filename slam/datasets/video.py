@@ -16,6 +16,7 @@ decode per frame; going back re-opens the file and skips forward.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import cv2
@@ -48,12 +49,14 @@ class VideoSequence(Sequence):
     """Frames of a video file; mode ``['mono']``."""
 
     layout = f"a video file ({' '.join(VIDEO_SUFFIXES)})"
+    sequential = True  # one cv2.VideoCapture: reading it from two threads at once crashes OpenCV
 
     def __init__(self, path: str | Path, fps: float | None = None):
         self.root = Path(path)
         self.name = self.root.stem
         self._cap: cv2.VideoCapture | None = None
         self._next = 0  # index of the frame the open capture delivers next
+        self._lock = threading.Lock()  # one decoder, whichever thread asks
         cap = self._open()
         ok, first = cap.read()
         if not ok or first is None:
@@ -114,6 +117,10 @@ class VideoSequence(Sequence):
 
     # ----------------------------------------------------------------- frames
     def _read_frame(self, i: int) -> Frame:
+        with self._lock:
+            return self._decode(i)
+
+    def _decode(self, i: int) -> Frame:
         if self._cap is None or i < self._next:
             self.close()
             self._cap, self._next = self._open(), 0

@@ -74,3 +74,15 @@ def test_non_increasing_times_detected(video):
     with pytest.raises(DataError, match="frame 2: timestamp"):
         seq._times(np.array([0.0, 66.7, 66.7, 200.0]), None, FPS)
     np.testing.assert_allclose(seq._times(np.zeros(3), None, 10.0), [0.0, 0.1, 0.2])  # no times: index / fps
+
+
+def test_replay_pipeline_decodes_a_video_in_one_thread_in_order(video):
+    """One cv2.VideoCapture read from two threads at once crashed OpenCV (segfault, abort or hang)."""
+    from slam.replay import FramePipeline
+
+    seq = open_sequence(video)
+    for _ in range(3):
+        with FramePipeline(seq, lambda f: None, len(seq)) as pipe:
+            assert pipe._read_pool._max_workers == 1
+            got = [(item.index, bar_column(item.frame.image)) for item in pipe]
+        assert got == [(i, i) for i in range(N)]
