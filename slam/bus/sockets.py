@@ -1,0 +1,136 @@
+"""Opening bus sockets: endpoint checks, CURVE keys and authentication, the options every socket gets."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Sequence
+
+import zmq
+from zmq.auth.thread import ThreadAuthenticator
+
+from slam.bus.endpoints import Endpoint, EndpointError, check_bind, check_connect
+from slam.bus.keys import CurveClient, CurveServer
+
+log = logging.getLogger(__name__)
+
+RECONNECT_IVL_MS = 100  # a restarted peer on the same endpoint is found again within ~0.1 s
+
+Curve = CurveServer | CurveClient | None
+
+# One ZAP authenticator thread per context (ZeroMQ allows one), shared by that context's CURVE
+# servers; each allowed-clients folder is its own ZAP domain.
+_auth_lock = threading.Lock()
+_auths: dict[int, tuple[ThreadAuthenticator, int]] = {}
+
+
+def _acquire_auth(ctx: zmq.Context, server: CurveServer) -> str:
+    """Start (or share) the context's authenticator; the ZAP domain of ``server``'s client folder."""
+    path = str(server.clients_dir.resolve())
+    domain = "slam-" + hashlib.sha1(path.encode()).hexdigest()[:16]
+    with _auth_lock:
+        auth, users = _auths.get(id(ctx), (None, 0))
+        if auth is None:
+            auth = ThreadAuthenticator(ctx, log=log.getChild("zap"))
+            auth.start()
+        auth.configure_curve(domain=domain, location=path)  # (re)reads the folder's *.key files
+        _auths[id(ctx)] = (auth, users + 1)
+    return domain
+
+
+def _release_auth(ctx: zmq.Context) -> None:
+    with _auth_lock:
+        auth, users = _auths.pop(id(ctx), (None, 0))
+        if auth is None:
+            return
+        if users > 1:
+            _auths[id(ctx)] = (auth, users - 1)
+        else:
+            auth.stop()
+
+
+class BusSocket:
+    """A zmq socket bound or connected to endpoints, with linger 0, fast reconnects and optional CURVE.
+
+    ``curve``: ``CurveServer`` keys make this socket the CURVE server (clients must present a key
+    from the allowed folder), ``CurveClient`` keys make it a client of such a server. Binding a
+    tcp endpoint off loopback requires ``CurveServer`` keys. ``max_bytes`` caps each incoming
+    frame at the transport on a bound socket (a peer sending more is disconnected before the
+    memory is spent; it reconnects by itself).
+    """
+
+    def __init__(
+        self,
+        ctx: zmq.Context | None,
+        kind: int,
+        endpoints: str | Sequence[str],
+        *,
+        bind: bool,
+        curve: Curve = None,
+        sndhwm: int | None = None,
+        rcvhwm: int | None = None,
+        max_bytes: int | None = None,
+        options: dict[int, int] | None = None,
+    ):
+        self.ctx = ctx if ctx is not None else zmq.Context.instance()
+        urls = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        if not urls:
+            raise EndpointError("no endpoint given")
+        checked: list[Endpoint] = [check_bind(u, isinstance(curve, CurveServer)) if bind else check_connect(u) for u in urls]
+        if isinstance(curve, (CurveServer, CurveClient)) and not zmq.has("curve"):
+            raise RuntimeError("CURVE keys given but this libzmq has no CURVE support")
+        self.curve = curve
+        self.sock = self.ctx.socket(kind)
+        self._auth = False
+        self.endpoints: list[str] = []
+        try:
+            self.sock.setsockopt(zmq.LINGER, 0)
+            self.sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
+            if sndhwm is not None:
+                self.sock.setsockopt(zmq.SNDHWM, sndhwm)
+            if rcvhwm is not None:
+                self.sock.setsockopt(zmq.RCVHWM, rcvhwm)
+            if max_bytes is not None and bind:
+                # only where strangers connect to us: libzmq drops the connection of a peer that exceeds it
+                # and, on the connecting side, never reconnects (a protocol error), which would end a stream
+                self.sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
+            for opt, value in (options or {}).items():
+                self.sock.setsockopt(opt, value)
+            if isinstance(curve, CurveServer):
+                self.sock.zap_domain = _acquire_auth(self.ctx, curve).encode()
+                self._auth = True
+                self.sock.curve_secretkey = curve.keys.secret
+                self.sock.curve_publickey = curve.keys.public
+                self.sock.curve_server = True
+            elif isinstance(curve, CurveClient):
+                self.sock.curve_secretkey = curve.keys.secret
+                self.sock.curve_publickey = curve.keys.public
+                self.sock.curve_serverkey = curve.server_key
+            for ep in checked:
+                if bind:
+                    self.sock.bind(ep.url)
+                    self.endpoints.append(self.sock.getsockopt_string(zmq.LAST_ENDPOINT))
+                else:
+                    if not ep.is_loopback and curve is None:
+                        log.warning("connecting to %s without CURVE keys: traffic is readable on the network", ep.url)
+                    self.sock.connect(ep.url)
+                    self.endpoints.append(ep.url)
+        except zmq.ZMQError as e:
+            self.close()
+            raise EndpointError(f"cannot {'bind' if bind else 'connect'} {urls}: {e}") from None
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def endpoint(self) -> str:
+        """The first endpoint, as bound (a ``tcp://...:*`` port resolved)."""
+        return self.endpoints[0] if self.endpoints else ""
+
+    def close(self) -> None:
+        if not self.sock.closed:
+            self.sock.close(linger=0)
+        if self._auth:
+            self._auth = False
+            _release_auth(self.ctx)
