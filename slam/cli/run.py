@@ -1,9 +1,22 @@
 """``slam-run SEQUENCE --out OUT_DIR [--mode ...]``: replay a sequence through the SLAM system.
 
+Process graph: ``slam-run --launch launch/NAME.yaml [SEQUENCE] --out OUT_DIR``
+runs the source, the SLAM process and the inference server of a launch file
+as separate processes on the ZeroMQ bus (:mod:`slam.cli.launch_run`).
+
+Live: ``slam-run --camera DEVICE_OR_VIDEO [--imu serial[:PORT[:BAUD]]] --out OUT_DIR``
+runs on a camera (``0``, ``/dev/video0``, a stream URL or a video file read as a
+camera) and, optionally, a serial IMU (:mod:`slam.sensors`; the line protocol is
+in :mod:`slam.sensors.imu_protocol`). It stops at the end of a video, on Ctrl-C
+or SIGTERM, or when the camera stalls or disappears, and saves the same files.
+
 Writes ``trajectory.txt`` (TUM, camera-to-world, every tracked frame),
 ``keyframes.txt``, ``map.npz`` (the map save file) and ``summary.json``
 (frames, keyframes, map points, lost frames, per-thread timing, ATE/RPE when
-the sequence has ground truth).
+the sequence has ground truth; live: why it stopped, camera and IMU counters).
+
+Exit status: 0 done; 2 bad input (nothing written); 3 live run stopped by a
+camera fault (stall, disappearance), outputs written.
 """
 
 from __future__ import annotations
@@ -11,7 +24,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -20,10 +35,9 @@ from tqdm import tqdm
 
 from slam.config import SlamConfig
 from slam.errors import DataError
+from slam.outputs import evaluate_run, save_empty_run, save_run
 from slam.replay import FramePipeline
 from slam.system import System
-from slam.tracking import State
-from slam.trajectory import Trajectory, write_tum
 
 log = logging.getLogger("slam.run")
 
@@ -31,8 +45,11 @@ MODES = ("rgbd", "stereo-inertial", "stereo", "mono-inertial", "mono")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="slam-run", description=__doc__.splitlines()[0])
-    p.add_argument("sequence", type=Path, help="sequence folder (TUM, KITTI, EuRoC, synthetic) or video file")
+    p = argparse.ArgumentParser(prog="slam-run", description=__doc__.splitlines()[0],
+                                epilog="exit status: 0 done, 2 bad input, 3 live run stopped by a camera fault "
+                                       "(outputs written)")
+    p.add_argument("sequence", type=Path, nargs="?",
+                   help="sequence folder (TUM, KITTI, EuRoC, synthetic) or video file (or --camera for live)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--mode", choices=MODES, help="sensor mode (default: the richest the sequence offers)")
     p.add_argument("--config", type=Path, help="YAML file with features/tracking/mapping settings")
@@ -47,7 +64,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p.parse_args(argv)
+    live = p.add_argument_group("live (instead of SEQUENCE)")
+    live.add_argument("--camera", metavar="DEVICE_OR_VIDEO",
+                      help="camera index (0), device (/dev/video0), stream URL or video file, read as a live camera")
+    live.add_argument("--imu", metavar="serial[:PORT[:BAUD]]",
+                      help="IMU on a serial port: 'serial' finds the single USB serial device; default baud 921600")
+    live.add_argument("--camera-file", type=Path, help="camera intrinsics (YAML, slam-calib camera output)")
+    live.add_argument("--width", type=int, help="frame width to ask of the camera")
+    live.add_argument("--height", type=int, help="frame height to ask of the camera")
+    live.add_argument("--fps", type=float, help="frame rate to ask of the camera")
+    live.add_argument("--stall-timeout", type=float, default=2.0, metavar="S",
+                      help="stop (saving everything) when the camera sends no frame for S seconds (default 2)")
+    live.add_argument("--imu-time-shift", type=float, default=0.0, metavar="S",
+                      help="camera-IMU time shift, t_imu = t_cam + S (Kalibr's timeshift_cam_imu; default 0)")
+    p.add_argument("--launch", type=Path, metavar="launch/NAME.yaml",
+                   help="run the process graph of a launch file (source, SLAM, inference server as processes "
+                        "on the bus); SEQUENCE for a replay launch file")
+    args = p.parse_args(argv)
+    if args.launch is not None:
+        if args.camera is not None:
+            p.error("--camera goes in the launch file (processes.source.camera), not with --launch")
+        return args
+    if (args.sequence is None) == (args.camera is None):
+        p.error("give either a SEQUENCE to replay or --camera DEVICE_OR_VIDEO for a live run")
+    if args.camera is None:
+        used = [f"--{k.replace('_', '-')}" for k in ("imu", "camera_file", "width", "height", "fps")
+                if getattr(args, k) is not None]
+        if used:
+            p.error(f"{', '.join(used)}: only with --camera (a live run)")
+    elif args.preload:
+        p.error("--preload is for replaying a sequence, not for --camera")
+    return args
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -56,7 +103,7 @@ def run(args: argparse.Namespace) -> dict:
     # The SLAM threads already fill the cores, and its matrix products are small: BLAS threads
     # for them only add hand-offs (one BLAS thread: 32 -> 28 ms per RGB-D frame on 2 cores).
     with threadpool_limits(limits=1, user_api="blas"):
-        return _run(args)
+        return _run_live(args) if args.camera is not None else _run(args)
 
 
 def _run(args: argparse.Namespace) -> dict:
@@ -114,87 +161,141 @@ def _run(args: argparse.Namespace) -> dict:
 
 def _write_outputs(args, seq, system: System, mode: str, n: int, skipped: list, track_ms: list,
                    interval_ms: list, latency_ms: list, wall: float) -> dict:
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    traj = system.trajectory()
-    write_tum(out / "trajectory.txt", traj)
-    write_tum(out / "keyframes.txt", system.keyframe_trajectory())
-    system.map.save(out / "map.npz")
-    ms = np.array(track_ms)
-    lost = system.lost_frames()
-    states = [r.state for r in system.results]
-    summary = {
-        "sequence": str(args.sequence),
-        "reader": type(seq).__name__,
-        "mode": mode,
-        "frames": n,
-        "tracked_frames": len(system.records),
-        "lost_frames": lost,
-        "initialising_frames": int(sum(s == State.NOT_INITIALIZED for s in states)),
-        "skipped_frames": skipped,
-        "keyframes": int(sum(not k.bad for k in system.map.keyframes.values())),
-        "map_points": int(sum(not p.bad for p in system.map.points.values())),
-        "timing_ms": {
-            "frame_interval": _stats(np.array(interval_ms)),
-            # arrival of a frame (its recorded time with --realtime, else when decoded) to its pose
-            "latency": _stats(np.array(latency_ms)),
-            "tracking": _stats(ms),
-            "tracking_steps": {k: _stats(np.array([r.timings_ms.get(k, np.nan) for r in system.results]))
-                               for k in ("features", "motion", "local_map", "keyframe")},
-            "local_mapping_per_keyframe": _stats(np.array(system.mapper.timings_ms)),
-            "local_ba": _stats(np.array(system.mapper.ba_ms)),
-            "local_mapping_steps": {k: _stats(np.array(v)) for k, v in system.mapper.step_ms.items()},
-        },
-        # Sustained rate: poses out per second (prefetched feature extraction overlaps tracking).
-        "tracking_fps": float(1e3 / np.median(interval_ms)) if len(interval_ms) else None,
-        "wall_s": wall,
-        "outputs": ["trajectory.txt", "keyframes.txt", "map.npz", "summary.json"],
-        "config": system.cfg.to_dict(),
-    }
-    summary["evaluation"] = _evaluate(seq, traj, mode)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    head = {"sequence": str(args.sequence), "reader": type(seq).__name__, "mode": mode}
+    summary, traj = save_run(args.out, system, head, n, skipped, track_ms, interval_ms, latency_ms, wall)
+    summary["evaluation"] = evaluate_run(seq, traj, mode)
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
-def _stats(ms: np.ndarray) -> dict | None:
-    ms = ms[np.isfinite(ms)] if len(ms) else ms
-    if len(ms) == 0:
-        return None
-    return {"median": float(np.median(ms)), "p95": float(np.percentile(ms, 95)), "max": float(ms.max()), "n": len(ms)}
+# ---------------------------------------------------------------------------- live
+class _StopOnSignal:
+    """Once ``graceful``, the first Ctrl-C or SIGTERM stops after the current frame (outputs are saved).
+
+    Before that (while starting) and on a second signal: KeyboardInterrupt, as usual.
+    """
+
+    def __init__(self, stop):
+        self.stop, self.reason, self._old = stop, None, {}
+        self.graceful = False
+
+    def __enter__(self) -> _StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        first = self.reason is None
+        self.reason = self.reason or ("interrupted (Ctrl-C)" if signum == signal.SIGINT else "SIGTERM")
+        if not (self.graceful and first):
+            raise KeyboardInterrupt
+        self.stop()
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
-def _evaluate(seq, traj: Trajectory, mode: str) -> dict | None:
-    """ATE/RPE against the sequence's ground truth, when it has one (Sim3 for monocular modes)."""
-    from slam.eval import evaluate
+def _run_live(args: argparse.Namespace) -> dict:
+    """Track frames of a live camera (and IMU) until the source ends, stalls, vanishes or is stopped."""
+    from slam.sensors import open_live_source
 
-    gt = seq.groundtruth()
-    if gt is None or len(gt) < 3 or len(traj) < 3:
-        return None
-    align = "sim3" if mode.startswith("mono") else "se3"
-    try:
-        res = evaluate(gt, traj, align=align)
-    except ValueError as e:
-        log.warning("evaluation skipped: %s", e)
-        return None
-    return {"align": align, "ate_rmse_m": res["ate"]["rmse"], "rpe_trans_rmse_m": res["rpe"]["trans"]["rmse"],
-            "rpe_rot_rmse_deg": res["rpe"]["rot"]["rmse"], "scale": res["aligned"]["scale"],
-            "path_length_m": float(gt.path_length())}
+    cfg = SlamConfig.from_yaml(args.config) if args.config else SlamConfig()
+    cfg.override(args.overrides)
+    mode = args.mode or ("mono-inertial" if args.imu else "mono")
+    if mode not in ("mono", "mono-inertial") or (mode == "mono-inertial" and not args.imu):
+        raise DataError(args.camera, f"mode {mode!r} is not available live; a camera offers 'mono' "
+                                     "('mono-inertial' with --imu)")
+    source = open_live_source(args.camera, imu=args.imu, width=args.width, height=args.height, fps=args.fps,
+                              camera_file=args.camera_file, realtime=args.realtime,
+                              stall_timeout_s=args.stall_timeout, imu_time_shift_s=args.imu_time_shift)
+    if mode == "mono-inertial":
+        log.warning("mode %s: the IMU is not fused yet (visual-inertial comes later); tracking visually, "
+                    "IMU samples attached to frames and counted", mode)
+    log.info("config: %s", json.dumps(cfg.to_dict()))
+    system, stop_reason = None, None
+    n, skipped, track_ms, latency_ms, interval_ms = 0, [], [], [], []
+    wall0 = time.perf_counter()
+    bar = tqdm(total=args.max_frames, desc="slam-run", unit="frame", disable=args.no_progress, file=sys.stderr)
+    frames = source.frames()  # ends at the end of a video, on a signal, or on a camera fault (source.fault)
+    with _StopOnSignal(source.stop) as signals:
+        try:
+            source.start()
+            if source.fault is None:
+                system = System(source.camera.camera, mode, cfg, threaded=not args.sync_mapping)
+            t_last = time.perf_counter()
+            signals.graceful = True
+            for frame in frames:
+                res = system.process(frame)
+                n += 1
+                bar.update()
+                now = time.perf_counter()
+                track_ms.append(res.timings_ms["total"])
+                latency_ms.append((time.monotonic() - frame.timestamp) * 1e3)  # capture to pose
+                interval_ms.append((now - t_last) * 1e3)
+                t_last = now
+                bar.set_postfix(fps=f"{1e3 / max(np.mean(interval_ms[-30:]), 1e-9):.0f}", state=res.state.value,
+                                kf=len(system.map.keyframes), refresh=False)
+                if args.max_frames is not None and n >= args.max_frames:
+                    stop_reason = f"--max-frames {args.max_frames}"
+                    break
+        except KeyboardInterrupt:
+            stop_reason = "interrupted (Ctrl-C)"
+        finally:
+            frames.close()
+            source.close()
+            if system is not None:
+                system.shutdown()
+            bar.close()
+    fault = source.fault
+    stop_reason = str(fault) if fault else (signals.reason or stop_reason or source.end_reason)
+    log.info("live run stopped: %s; saving what was tracked", stop_reason)
+    sensor_stats = source.stats()
+    del sensor_stats["end_reason"]
+    live = {"stop_reason": stop_reason, **sensor_stats}
+    head = {"sequence": str(args.camera), "reader": "LiveCamera", "mode": mode}
+    wall = time.perf_counter() - wall0
+    if system is None:  # no first frame: nothing to track, still say what happened
+        return save_empty_run(args.out, head, live, wall)
+    if not system.records:
+        log.warning("no frame could be tracked; writing empty trajectories")
+    summary, _ = save_run(args.out, system, head, n, skipped, track_ms, interval_ms, latency_ms, wall)
+    summary["evaluation"] = None
+    summary["live"] = live
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if args.launch is not None:
+        from slam.cli.launch_run import run_launch
+
+        try:
+            return run_launch(args.launch, args.sequence, args.out, args.log_level, args.max_frames)
+        except DataError as e:
+            print(f"slam-run: error: {e}", file=sys.stderr)
+            return 2
     try:
         summary = run(args)
     except DataError as e:
         print(f"slam-run: error: {e}", file=sys.stderr)
         return 2
     ev = summary["evaluation"]
+    fps = summary["tracking_fps"]
     msg = (f"{summary['frames']} frames, {len(summary['lost_frames'])} lost, {summary['keyframes']} keyframes, "
-           f"{summary['map_points']} points, tracking {summary['tracking_fps']:.1f} fps (median)")
+           f"{summary['map_points']} points, tracking " + (f"{fps:.1f} fps (median)" if fps else "- fps"))
     if ev:
         msg += f", ATE RMSE {ev['ate_rmse_m']:.4f} m ({ev['align']})"
+    live = summary.get("live")
+    if live:
+        msg += f"; stopped: {live['stop_reason']}"
     print(f"slam-run: {msg}; wrote {args.out}/trajectory.txt and summary.json")
+    if live and live["fault"]:
+        print(f"slam-run: camera fault: {live['stop_reason']} (outputs saved)", file=sys.stderr)
+        return 3
     return 0
 
 
