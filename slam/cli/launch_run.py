@@ -1,0 +1,82 @@
+"""``slam-run --launch launch/NAME.yaml [SEQUENCE] --out OUT``: run the process graph of a launch file.
+
+The supervisor (:mod:`slam.supervisor`) starts the source (replay of
+SEQUENCE, or the live camera the file names), the SLAM process and, when the
+file enables it, a local inference server; it restarts the inference server
+if it dies and stops everything in order on Ctrl-C, with the map and the
+trajectory saved. Outputs are those of in-process replay, in OUT; each
+process's log is in ``OUT/logs/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from slam.errors import DataError
+from slam.launch import LaunchSpec, load_launch
+from slam.supervisor import ProcessSpec, Supervisor
+
+log = logging.getLogger("slam.run")
+
+
+def process_specs(spec: LaunchSpec, run_dir: Path, out: Path, sequence: Path | None,
+                  log_level: str = "INFO", max_frames: int | None = None) -> list[ProcessSpec]:
+    """The command lines of the launch file's processes."""
+    py = sys.executable
+    common = ["--launch", str(spec.path), "--run-dir", str(run_dir), "--log-level", log_level]
+    source = [py, "-m", "slam.nodes.source", *common]
+    tracker = [py, "-m", "slam.nodes.tracker", *common, "--out", str(out)]
+    if sequence is not None:
+        source += ["--sequence", str(sequence)]
+        tracker += ["--sequence", str(sequence)]
+    if max_frames is not None:
+        source += ["--max-frames", str(max_frames)]
+    specs = [ProcessSpec("slam", tracker, main=True, stop_timeout_s=60.0),
+             ProcessSpec("source", source, required=True, stop_timeout_s=5.0)]
+    inf = spec.inference
+    if inf.enabled:
+        argv = [py, "-m", "nets.server", "--bind", spec.endpoint("inference", run_dir), "--device", inf.device,
+                "--log-level", log_level]
+        if inf.config:
+            argv += ["--config", inf.config]
+        specs.append(ProcessSpec("inference", argv, restart=inf.restart, stop_timeout_s=5.0))
+    return specs
+
+
+def run_launch(launch: Path, sequence: Path | None, out: Path, log_level: str = "INFO",
+               max_frames: int | None = None, on_start: Callable[[Supervisor], None] | None = None) -> int:
+    """Run the graph; ``on_start(supervisor)`` is called once every process has started (tests use it)."""
+    spec = load_launch(launch)
+    if spec.source.kind == "replay" and sequence is None:
+        raise DataError(launch, "this launch file replays a sequence: slam-run --launch FILE SEQUENCE --out OUT")
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="slam-run-") as tmp:
+        run_dir = Path(tmp)  # ipc sockets of this run ({run} in the launch file)
+        sup = Supervisor(process_specs(spec, run_dir, out, sequence, log_level, max_frames), log_dir=out / "logs")
+        previous = {s: signal.signal(s, sup.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            code = sup.run(on_start)
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+    if code != 0:
+        log.error("the process graph failed: %s (logs in %s)", sup.failed, out / "logs")
+        return 1
+    summary_path = out / "summary.json"
+    if not summary_path.is_file():
+        log.error("the SLAM process wrote no summary (logs in %s)", out / "logs")
+        return 1
+    summary = json.loads(summary_path.read_text())
+    summary["processes"] = {n: {"starts": c.starts, "exit_codes": c.exit_codes} for n, c in sup.children.items()}
+    summary_path.write_text(json.dumps(summary, indent=2))
+    ev = summary.get("evaluation") or {}
+    ate = f", ATE RMSE {ev['ate_rmse_m']:.4f} m ({ev['align']})" if ev else ""
+    print(f"slam-run: {summary['frames']} frames, {len(summary['lost_frames'])} lost, "
+          f"{summary['keyframes']} keyframes{ate} through {len(sup.children)} processes; wrote {out}")
+    return 0

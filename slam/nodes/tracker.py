@@ -1,0 +1,201 @@
+"""The SLAM process: frames from the bus through tracking and local mapping; poses back onto the bus.
+
+``python -m slam.nodes.tracker --launch FILE --run-dir DIR --out OUT [--sequence SEQ]``
+(started by ``slam-run --launch``). A receiver thread takes frames off the
+``frames`` endpoint and extracts their features (one frame ahead, as in
+replay); the main thread tracks each frame, publishes its pose on ``poses``
+and polls the inference server without ever waiting for it (a server that
+is down is logged once; the client reconnects by itself). At the end of the
+stream, or on SIGTERM / SIGINT, it stops local mapping and writes the same
+``trajectory.txt``, ``keyframes.txt``, ``map.npz`` and ``summary.json`` as
+in-process replay, plus the bus and inference statistics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import queue
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from slam.bus import topics
+from slam.bus.codec import BusMessageError
+from slam.bus.messages import PoseEstimate, message_to_frame, pose_message
+from slam.bus.pubsub import Publisher, Subscriber
+from slam.bus.rpc import RpcClient
+from slam.config import SlamConfig
+from slam.errors import DataError
+from slam.launch import LaunchSpec, load_launch
+from slam.nodes.common import bus_curve_server, inference_curve_client, setup_logging
+from slam.nodes.source import END_OF_STREAM
+from slam.outputs import evaluate_run, save_run, write_summary
+from slam.system import System, warm_up_kernels
+
+log = logging.getLogger("slam.nodes.tracker")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="slam-tracker", description=__doc__.splitlines()[0])
+    p.add_argument("--launch", type=Path, required=True)
+    p.add_argument("--run-dir", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--sequence", type=Path, help="the replayed sequence (for the summary and its evaluation)")
+    p.add_argument("--mode", help="override the launch file's slam mode")
+    p.add_argument("--log-level", default="INFO")
+    return p.parse_args(argv)
+
+
+class _Receiver(threading.Thread):
+    """Owns the SUB socket: frames in, features extracted, queued for tracking in order."""
+
+    def __init__(self, spec: LaunchSpec, run_dir: Path, mode: str | None, stop: threading.Event):
+        super().__init__(name="bus-receiver", daemon=True)
+        self.sub = Subscriber(None, spec.endpoint("frames", run_dir), topics=[topics.FRAMES])
+        self.spec, self.mode, self.stop = spec, mode, stop
+        self.items: queue.Queue = queue.Queue(maxsize=4)
+        self.system: System | None = None
+        self.ready = threading.Event()  # the system exists (first frame seen) or the stream ended
+        self.end: dict | None = None
+        self.error: BaseException | None = None
+
+    def _make_system(self, frame) -> System:
+        s = self.spec.slam
+        cfg = SlamConfig.from_yaml(s.config) if s.config else SlamConfig()
+        cfg.override(list(s.set))
+        mode = self.mode or s.mode or ("rgbd" if frame.depth is not None else "mono")
+        if mode == "rgbd" and frame.depth is None:
+            raise DataError(self.spec.path, "slam mode rgbd, but the frames carry no depth")
+        log.info("first frame %d (%dx%d): mode %s", frame.index, frame.camera.width, frame.camera.height, mode)
+        return System(frame.camera, mode, cfg)
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                msg = self.sub.recv(timeout_ms=100)
+                if msg is None:
+                    continue
+                if msg.type == END_OF_STREAM:
+                    self.end = dict(msg.meta)
+                    break
+                try:
+                    frame = message_to_frame(msg)
+                except BusMessageError as e:
+                    log.warning("frame message rejected: %s", e)
+                    self.sub.stats.rejected += 1
+                    continue
+                t_received = time.monotonic()
+                if self.system is None:
+                    self.system = self._make_system(frame)
+                    self.ready.set()
+                prepared = self.system.prepare(frame)
+                while not self.stop.is_set():
+                    try:
+                        self.items.put((frame, prepared, msg.meta.get("t_sent"), t_received), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread, which saves what it has
+            self.error = e
+        finally:
+            self.ready.set()
+            self.items.put(None)
+
+
+def run(args: argparse.Namespace, spec: LaunchSpec, stop: threading.Event) -> dict:
+    pub = Publisher(None, spec.endpoint("poses", args.run_dir), curve=bus_curve_server(spec, "poses"))
+    client = None
+    if "inference" in spec.endpoints:
+        client = RpcClient(None, spec.endpoint("inference", args.run_dir), curve=inference_curve_client(spec))
+    warm_up_kernels()  # before subscribing: the source streams only once we listen, so no backlog builds up
+    rx = _Receiver(spec, args.run_dir, args.mode, stop)
+    rx.start()
+    track_ms: list[float] = []
+    interval_ms: list[float] = []
+    latency_ms: list[float] = []
+    wall0 = t_last = time.perf_counter()
+    n = 0
+    try:
+        while True:
+            try:
+                item = rx.items.get(timeout=0.1)
+            except queue.Empty:
+                if client is not None:
+                    client.poll()
+                continue
+            if item is None:
+                break
+            frame, prepared, t_sent, _ = item
+            system = rx.system
+            res = system.process(frame, prepared)
+            n += 1
+            now = time.perf_counter()
+            track_ms.append(res.timings_ms["total"])
+            interval_ms.append((now - t_last) * 1e3)
+            t_last = now
+            if isinstance(t_sent, float):  # same machine: CLOCK_MONOTONIC is shared by the processes
+                latency_ms.append((time.monotonic() - t_sent) * 1e3)
+            T = res.T_w_c if res.T_w_c is not None else np.full((4, 4), np.nan)
+            pub.publish(pose_message(PoseEstimate(res.index, res.timestamp, T, res.state.value)))
+            if client is not None:
+                client.poll()
+    finally:
+        stop.set()
+        rx.join(5.0)
+        if rx.system is not None:
+            rx.system.shutdown()
+        pub.close()
+    if rx.error is not None:
+        raise rx.error
+    if rx.system is None or not rx.system.records:
+        raise DataError(args.sequence or spec.path, "no frame could be tracked (no frames arrived, or none tracked)")
+    end = rx.end or {"reason": "stopped"}
+    head = {"sequence": str(args.sequence or spec.source.camera or ""), "reader": "bus", "mode": rx.system.mode,
+            "launch": str(spec.path)}
+    summary, traj = save_run(args.out, rx.system, head, n, end.get("skipped", []), track_ms, interval_ms,
+                             latency_ms, time.perf_counter() - wall0)
+    summary["evaluation"] = None
+    if args.sequence is not None:
+        from slam.datasets import open_sequence
+
+        summary["evaluation"] = evaluate_run(open_sequence(args.sequence), traj, rx.system.mode)
+    summary["bus"] = {"frames": asdict(rx.sub.stats), "poses": asdict(pub.stats), "end_of_stream": end}
+    if client is not None:
+        summary["inference"] = {"endpoint": client.endpoint, **asdict(client.stats), "down_at_end": client.down}
+        client.close()
+    rx.sub.close()
+    write_summary(args.out, summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.log_level, "slam")
+    stop = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        log.info("stop requested: finishing and saving")
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    try:
+        spec = load_launch(args.launch)
+        summary = run(args, spec, stop)
+    except DataError as e:
+        log.error("%s", e)
+        return 2
+    ev = summary.get("evaluation") or {}
+    log.info("%d frames, %d lost, %d keyframes%s; wrote %s", summary["frames"], len(summary["lost_frames"]),
+             summary["keyframes"], f", ATE RMSE {ev['ate_rmse_m']:.4f} m" if ev else "", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""The supervisor: restarts what may be restarted, stops on a failed source, stops in order when asked."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+from slam.supervisor import ProcessSpec, Supervisor
+
+PY = sys.executable
+
+
+def _py(code: str) -> list[str]:
+    return [PY, "-c", code]
+
+
+def test_restarts_a_dying_process_until_main_ends(tmp_path):
+    sup = Supervisor([
+        ProcessSpec("slam", _py("import time; time.sleep(2.0)"), main=True),
+        ProcessSpec("inference", _py("import sys; sys.exit(3)"), restart=True),
+    ], log_dir=tmp_path / "logs", poll_s=0.02)
+    assert sup.run() == 0
+    assert sup.restarts("inference") >= 2  # backoff 0.5 s, 1 s, ...
+    assert sup.children["inference"].exit_codes[:2] == [3, 3]
+    assert (tmp_path / "logs" / "inference.log").is_file()
+
+
+def test_failed_source_stops_the_graph_and_the_run_fails(tmp_path):
+    flag = tmp_path / "stopped"
+    main = ("import signal, sys, time, pathlib\n"
+            f"signal.signal(signal.SIGTERM, lambda *a: (pathlib.Path({str(flag)!r}).write_text('saved'), sys.exit(0)))\n"
+            "time.sleep(30)")
+    sup = Supervisor([ProcessSpec("slam", _py(main), main=True, stop_timeout_s=5),
+                      ProcessSpec("source", _py("import sys; sys.exit(4)"), required=True)],
+                     poll_s=0.02, drain_s=0.5)
+    t0 = time.monotonic()
+    assert sup.run() == 1
+    assert "source exited with status 4" in sup.failed
+    assert flag.read_text() == "saved"  # SLAM got SIGTERM and saved
+    assert time.monotonic() - t0 < 10
+
+
+def test_source_that_ends_normally_lets_slam_finish_by_itself():
+    sup = Supervisor([ProcessSpec("slam", _py("import time; time.sleep(1.0)"), main=True),
+                      ProcessSpec("source", _py("pass"), required=True)], poll_s=0.02)
+    assert sup.run() == 0 and sup.failed is None
+
+
+def test_stop_request_stops_everything_in_order(tmp_path):
+    log = tmp_path / "order.txt"
+    handler = ("import signal, sys, time\n"
+               "def h(*a):\n"
+               f"    open({str(log)!r}, 'a').write(sys.argv[1] + chr(10)); sys.exit(0)\n"
+               "signal.signal(signal.SIGTERM, h)\n"
+               "time.sleep(30)")
+    sup = Supervisor([ProcessSpec("slam", [PY, "-c", handler, "slam"], main=True),
+                      ProcessSpec("source", [PY, "-c", handler, "source"], required=True),
+                      ProcessSpec("inference", [PY, "-c", handler, "inference"], restart=True)],
+                     poll_s=0.02, drain_s=0.3)
+    threading.Timer(1.0, sup.request_stop).start()
+    assert sup.run() == 0
+    assert log.read_text().split() == ["source", "slam", "inference"]
