@@ -43,9 +43,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _stamped(msg: Message) -> Message:
-    """Add the send time (CLOCK_MONOTONIC, shared by the processes of one machine) for latency."""
-    msg.meta["t_sent"] = time.monotonic()
+def _stamped(msg: Message, t_capture: float) -> Message:
+    """Add the capture time (CLOCK_MONOTONIC, shared by the processes of one machine) for latency."""
+    msg.meta["t_capture"] = float(t_capture)
     return msg
 
 
@@ -71,7 +71,10 @@ def _replay(spec: LaunchSpec, args: argparse.Namespace, pub: Publisher, stop: th
                 log.warning("skipping frame %d: %s", item.index, item.error)
                 skipped.append({"index": item.index, "reason": str(item.error)})
                 continue
-            if not pub.publish(_stamped(frame_message(item.frame))):
+            # the frame's due time (realtime: its recorded time came; else when it was decoded), as a
+            # camera's capture time: a source running late counts in the latency
+            t_capture = time.monotonic() - (time.perf_counter() - item.t_arrival)
+            if not pub.publish(_stamped(frame_message(item.frame), t_capture)):
                 log.warning("frame %d dropped: the SLAM process is not keeping up", item.index)
             sent += 1
     return {"reason": "end of sequence", "frames": sent, "skipped": skipped}
@@ -85,7 +88,7 @@ def _camera(spec: LaunchSpec, args: argparse.Namespace, pub: Publisher, stop: th
     with open_live_source(src.camera, imu=src.imu, width=src.width, height=src.height, fps=src.fps,
                           camera_file=src.camera_file, realtime=src.realtime) as live:
         for frame in live.frames(stop):
-            pub.publish(_stamped(frame_message(frame)))
+            pub.publish(_stamped(frame_message(frame), frame.timestamp))  # live frames: host monotonic time
             sent += 1
             if args.max_frames is not None and sent >= args.max_frames:
                 return {"reason": "max frames", "frames": sent, "skipped": [], "sensors": live.stats()}

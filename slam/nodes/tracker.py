@@ -97,7 +97,7 @@ class _Receiver(threading.Thread):
                 prepared = self.system.prepare(frame)
                 while not self.stop.is_set():
                     try:
-                        self.items.put((frame, prepared, msg.meta.get("t_sent"), t_received), timeout=0.1)
+                        self.items.put((frame, prepared, msg.meta.get("t_capture"), t_received), timeout=0.1)
                         break
                     except queue.Full:
                         continue
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace, spec: LaunchSpec, stop: threading.Event) -> di
                 continue
             if item is None:
                 break
-            frame, prepared, t_sent, _ = item
+            frame, prepared, t_capture, _ = item
             system = rx.system
             res = system.process(frame, prepared)
             n += 1
@@ -139,8 +139,8 @@ def run(args: argparse.Namespace, spec: LaunchSpec, stop: threading.Event) -> di
             track_ms.append(res.timings_ms["total"])
             interval_ms.append((now - t_last) * 1e3)
             t_last = now
-            if isinstance(t_sent, float):  # same machine: CLOCK_MONOTONIC is shared by the processes
-                latency_ms.append((time.monotonic() - t_sent) * 1e3)
+            if isinstance(t_capture, float):  # same machine: CLOCK_MONOTONIC is shared by the processes
+                latency_ms.append((time.monotonic() - t_capture) * 1e3)
             T = res.T_w_c if res.T_w_c is not None else np.full((4, 4), np.nan)
             pub.publish(pose_message(PoseEstimate(res.index, res.timestamp, T, res.state.value)))
             if client is not None:
