@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from slam.geometry.se3 import normalize_pose
-from slam.pose_kernel import pose_system
+from slam.pose_kernel import exp_left, pose_system
 
 log = logging.getLogger(__name__)
 
@@ -143,22 +143,11 @@ class _PoseProblem:
         return chi2, float(np.sum(rho[active]))
 
 
-def _se3_exp(xi: np.ndarray) -> np.ndarray:
-    """``se3_exp`` for one small 6-vector, without the per-call overhead of the general version."""
-    rho, phi = xi[:3], xi[3:]
-    theta2 = float(phi @ phi)
-    K = np.array([[0.0, -phi[2], phi[1]], [phi[2], 0.0, -phi[0]], [-phi[1], phi[0], 0.0]])
-    K2 = K @ K
-    if theta2 < 1e-10:
-        a, b, c = 1.0 - theta2 / 6.0, 0.5 - theta2 / 24.0, 1.0 / 6.0 - theta2 / 120.0
-    else:
-        theta = np.sqrt(theta2)
-        s, co = np.sin(theta), np.cos(theta)
-        a, b, c = s / theta, (1.0 - co) / theta2, (theta - s) / (theta2 * theta)
-    T = np.eye(4)
-    T[:3, :3] += a * K + b * K2
-    T[:3, 3] = rho + b * (K @ rho) + c * (K2 @ rho)
-    return T
+def _se3_exp_left(xi: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """``exp(xi) @ T`` for a small 6-vector ``xi = (rho, phi)`` (the compiled kernel's exponential)."""
+    out = np.eye(4)
+    exp_left(np.ascontiguousarray(xi, dtype=np.float64), T[:3, :3], T[:3, 3], out[:3, :3], out[:3, 3])
+    return out
 
 
 def _pose_levenberg(prob: _PoseProblem, T, active, delta2, iterations, tol=1e-8, rel_tol=1e-6):
@@ -181,9 +170,9 @@ def _pose_levenberg(prob: _PoseProblem, T, active, delta2, iterations, tol=1e-8,
                 lam = max(lam * 10.0, 1e-4)
                 continue
             if float(dx @ dx) < tol * tol:
-                T = _se3_exp(dx) @ T
+                T = _se3_exp_left(dx, T)
                 return (T, *prob.residuals(T), solves)
-            T_new = _se3_exp(dx) @ T
+            T_new = _se3_exp_left(dx, T)
             H_new, g_new, cost_new = prob.system(T_new, active, delta2)  # the next iteration's system if accepted
             if cost_new <= cost:
                 converged = cost - cost_new <= rel_tol * cost

@@ -108,3 +108,30 @@ def pose_system(X, R, t, meas, smask, w, wr, fx, fy, cx, cy, bf, disparity, acti
         for b in range(a):
             H[a, b] = H[b, a]
     return H, g, cost
+
+
+@njit(cache=True, nogil=True, inline="always")
+def exp_left(xi, R, t, R_out, t_out):
+    """``(R_out, t_out) = exp(xi) (R, t)`` for ``xi = (rho, phi)`` (SE(3) exponential, left)."""
+    p0, p1, p2 = xi[3], xi[4], xi[5]
+    th2 = p0 * p0 + p1 * p1 + p2 * p2
+    if th2 < 1e-10:
+        a, b, c = 1.0 - th2 / 6.0, 0.5 - th2 / 24.0, 1.0 / 6.0 - th2 / 120.0
+    else:
+        th = np.sqrt(th2)
+        sn, cs = np.sin(th), np.cos(th)
+        a, b, c = sn / th, (1.0 - cs) / th2, (th - sn) / (th2 * th)
+    K = np.zeros((3, 3))
+    K[0, 1], K[0, 2], K[1, 0], K[1, 2], K[2, 0], K[2, 1] = -p2, p1, p2, -p0, -p1, p0
+    E = np.empty((3, 3))
+    Vm = np.empty((3, 3))
+    for i in range(3):
+        for j in range(3):
+            k2 = K[i, 0] * K[0, j] + K[i, 1] * K[1, j] + K[i, 2] * K[2, j]
+            d = 1.0 if i == j else 0.0
+            E[i, j] = d + a * K[i, j] + b * k2
+            Vm[i, j] = d + b * K[i, j] + c * k2
+    for i in range(3):
+        for j in range(3):
+            R_out[i, j] = E[i, 0] * R[0, j] + E[i, 1] * R[1, j] + E[i, 2] * R[2, j]
+        t_out[i] = E[i, 0] * t[0] + E[i, 1] * t[1] + E[i, 2] * t[2] + Vm[i, 0] * xi[0] + Vm[i, 1] * xi[1] + Vm[i, 2] * xi[2]
