@@ -166,3 +166,26 @@ def test_live_graph_on_a_video_file_and_a_pty_imu(tmp_path, pty_device):
     imu = sensors["imu"]
     # 200 Hz over the video's 4 s, attached to the frames that carried them; nothing garbled
     assert imu["samples"] >= 600 and imu["attached_to_frames"] >= 500 and imu["garbage"] == 0
+
+
+def test_ctrl_c_on_slam_run_launch_saves_everything(synth_rgbd, tmp_path):
+    """SIGINT to ``slam-run --launch`` (what Ctrl-C sends): exit 0, the map and the trajectory saved."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "graph"
+    proc = subprocess.Popen([sys.executable, "-m", "slam.cli.run", "--launch", str(_launch_file(tmp_path)),
+                             str(synth_rgbd), "--out", str(out)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    traj_started = False
+    while time.monotonic() < deadline and not traj_started:  # wait until the SLAM process tracks
+        time.sleep(0.5)
+        log = out / "logs" / "slam.log"
+        traj_started = log.is_file() and "first frame" in log.read_text()
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    s = _summary(out)
+    assert 0 < s["tracked_frames"] < N and (out / "map.npz").is_file()
+    assert len(np.loadtxt(out / "trajectory.txt")) == s["tracked_frames"]
