@@ -15,11 +15,19 @@ A launch file describes one process graph::
       source: {kind: replay, realtime: true}          # or kind: camera, camera: /dev/video0, imu: serial
       slam: {mode: rgbd, config: null, set: []}
       inference: {enabled: true, device: auto, config: null, restart: true}
+      viewer: {enabled: false, record: null, spawn: false}   # live view (rerun): see slam.nodes.viewer
 
 ``{run}`` is replaced by a fresh per-run folder (ipc sockets live there), so
 two runs never share sockets. Endpoints choose the deployment: ``ipc://`` on
 one machine, ``tcp://`` across machines (an inference server on a GPU box);
 the code is the same. Unknown keys are errors that name the file.
+
+``viewer`` (off unless enabled; the live launch files enable it) starts
+``slam.nodes.viewer``, restarted when it dies, which shows the camera image
+with its tracked features, the trajectory and the map in rerun: in a rerun
+window when ``spawn: true`` and there is a screen, else saved to a recording,
+``record: PATH`` (always saved there when given; default ``OUT/view.rrd``;
+open it with ``rerun OUT/view.rrd``).
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ SOURCE_KINDS = ("replay", "camera")
 class SourceSpec:
     kind: str = "replay"  # "replay": the sequence given on the command line; "camera": a live camera
     realtime: bool = True  # frames at their recorded times (replay; a video file given as camera)
+    preload: bool = False  # replay: decode every frame into memory first, to time the graph as with a camera
     camera: str | None = None  # camera: device (0, /dev/video0) or video file
     imu: str | None = None  # camera: "serial[:PORT[:BAUD]]", or None
     width: int | None = None
@@ -66,6 +75,14 @@ class InferenceSpec:
 
 
 @dataclass
+class ViewerSpec:
+    enabled: bool = False  # start slam.nodes.viewer (needs the ``viewer`` extra: rerun-sdk)
+    record: str | None = None  # save the view to this .rrd file (default: OUT/view.rrd when not spawned)
+    spawn: bool = False  # open a rerun viewer window (when there is a screen; else it records)
+    restart: bool = True  # restart it when it dies
+
+
+@dataclass
 class CurveSpec:
     secret: str | None = None  # this host's secret key file (slam-keys)
     server_public: str | None = None  # the inference server's public key file (for tcp inference)
@@ -81,12 +98,13 @@ class LaunchSpec:
     slam: SlamSpec
     inference: InferenceSpec
     curve: CurveSpec
+    viewer: ViewerSpec = field(default_factory=ViewerSpec)
 
     def endpoint(self, name: str, run_dir: Path) -> str:
         return self.endpoints[name].replace("{run}", str(run_dir))
 
 
-_SECTIONS = {"source": SourceSpec, "slam": SlamSpec, "inference": InferenceSpec}
+_SECTIONS = {"source": SourceSpec, "slam": SlamSpec, "inference": InferenceSpec, "viewer": ViewerSpec}
 
 
 def _fill(cls, values: Any, path: Path, where: str):
@@ -139,6 +157,7 @@ def load_launch(path: str | Path) -> LaunchSpec:
             slam=_fill(SlamSpec, procs.get("slam"), path, "processes.slam"),
             inference=_fill(InferenceSpec, procs.get("inference"), path, "processes.inference"),
             curve=_fill(CurveSpec, data.get("curve"), path, "curve"),
+            viewer=_fill(ViewerSpec, procs.get("viewer"), path, "processes.viewer"),
         )
     except TypeError as e:
         raise DataError(path, str(e)) from None

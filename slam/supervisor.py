@@ -101,9 +101,10 @@ class Supervisor:
             self._start(c)
         if on_start is not None:
             on_start(self)
+        source_ended = False
         try:
             while True:
-                if self._stop_requested:
+                if self._stop_requested or source_ended:
                     break
                 if main.proc.poll() is not None:
                     break
@@ -121,8 +122,9 @@ class Supervisor:
                                 self.failed = f"{c.spec.name} exited with status {code}"
                                 log.error("%s; stopping", self.failed)
                                 self._stop_requested = True
-                            else:  # a source that ended its stream: SLAM finishes on its own
+                            else:  # a source that ended its stream: SLAM finishes on its own (or is told to)
                                 c.proc = None
+                                source_ended = True
                             continue
                         if not c.spec.restart:
                             log.warning("%s exited with status %s", c.spec.name, code)
@@ -140,7 +142,9 @@ class Supervisor:
         return self._shutdown(main)
 
     def _shutdown(self, main: _Child) -> int:
-        # source first (it ends its stream), then SLAM (it saves), then the rest
+        # source first (it ends its stream), then SLAM (it saves; it gets ``drain_s`` to finish the frames
+        # it has by itself, then SIGTERM: an end-of-stream message can be lost with frames the bus dropped),
+        # then the rest
         for c in self.children.values():
             if c.spec.required and not c.spec.main:
                 self._stop_child(c)

@@ -103,7 +103,8 @@ class Tracker:
         self.insert_keyframe = insert_keyframe or (lambda kf: True)
         self.mapper_idle = mapper_idle
         self.state = State.NOT_INITIALIZED
-        self.last: TrackedFrame | None = None
+        self.last: TrackedFrame | None = None  # the last frame tracked OK
+        self.current: TrackedFrame | None = None  # the frame of the latest ``track`` call, whatever its state (viewers)
         self.velocity: np.ndarray | None = None  # T_c_w(k) @ T_w_c(k-1)
         self.ref_kf: KeyFrame | None = None
         self.last_kf_index = -1
@@ -125,6 +126,7 @@ class Tracker:
         t = {}
         t0 = time.perf_counter()
         cur = prepared if prepared is not None else self._make_frame(frame)
+        self.current = cur
         t["features"] = _ms(t0) if prepared is None else prepared.prepare_ms
         is_kf = False
         if self.state == State.NOT_INITIALIZED:

@@ -80,6 +80,37 @@ class RelocAnswer:
     T_w_c: np.ndarray | None = None  # 4x4 float64
 
 
+@dataclass
+class TrackedFeatures:
+    """The keypoints of one tracked frame and which of them matched a map point (for viewers).
+
+    uv: (N, 2) float32 distorted pixel coordinates of the full-size image; matched: (N,) bool;
+    state: the tracker's state after this frame ("tracking", "lost", "initialising").
+    """
+
+    frame_index: int
+    stamp: float  # seconds
+    uv: np.ndarray
+    matched: np.ndarray
+    state: str = "ok"
+
+
+@dataclass
+class MapSnapshot:
+    """The map at one moment (for viewers): world positions of (up to a cap of) its points and its keyframes.
+
+    points_w: (P, 3) float32 metres, world frame; keyframe_ids: (K,) int64; T_w_c: (K, 4, 4) float64
+    keyframe poses (camera -> world); n_points: the map's point count (>= P when capped).
+    """
+
+    frame_index: int  # the last frame tracked before the snapshot
+    stamp: float  # seconds (of that frame)
+    points_w: np.ndarray
+    keyframe_ids: np.ndarray
+    T_w_c: np.ndarray
+    n_points: int = 0
+
+
 # ------------------------------------------------------------------ checks
 def _bad(detail: str) -> BusMessageError:
     return BusMessageError("bad_payload", detail)
@@ -294,3 +325,42 @@ def message_to_reloc_answer(msg: Message) -> RelocAnswer:
     scores = _array(msg, "scores", "<f4", (ids.shape[0],))
     T = _array(msg, "T_w_c", "<f8", (4, 4), optional=True)
     return RelocAnswer(_meta(msg, "frame_index", int), msg.stamp, ids, scores, T)
+
+
+# ------------------------------------------------------------------ viewer streams
+def tracked_features_message(t: TrackedFeatures, seq: int = 0, topic: str = topics.TRACKING) -> Message:
+    uv = np.asarray(t.uv, np.float32).reshape(-1, 2)
+    matched = np.asarray(t.matched, bool).reshape(-1)
+    if matched.shape[0] != uv.shape[0]:
+        raise ValueError(f"{uv.shape[0]} keypoints but {matched.shape[0]} matched flags")
+    meta = {"frame_index": int(t.frame_index), "state": t.state}
+    return Message(topic, topics.TRACKED_FEATURES, seq, float(t.stamp), meta, {"uv": uv, "matched": matched})
+
+
+def message_to_tracked_features(msg: Message) -> TrackedFeatures:
+    _expect_type(msg, topics.TRACKED_FEATURES)
+    uv = _array(msg, "uv", "<f4", (None, 2))
+    matched = _array(msg, "matched", "|b1", (uv.shape[0],))
+    return TrackedFeatures(_meta(msg, "frame_index", int), msg.stamp, uv, matched, _meta(msg, "state", str, "ok"))
+
+
+def map_snapshot_message(m: MapSnapshot, seq: int = 0, topic: str = topics.MAP) -> Message:
+    arrays = {
+        "points_w": np.asarray(m.points_w, np.float32).reshape(-1, 3),
+        "keyframe_ids": np.asarray(m.keyframe_ids, np.int64).reshape(-1),
+        "T_w_c": np.asarray(m.T_w_c, np.float64).reshape(-1, 4, 4),
+    }
+    if arrays["keyframe_ids"].shape[0] != arrays["T_w_c"].shape[0]:
+        raise ValueError("one keyframe id per keyframe pose")
+    n_points = max(int(m.n_points), arrays["points_w"].shape[0])
+    meta = {"frame_index": int(m.frame_index), "n_points": n_points}
+    return Message(topic, topics.MAP_SNAPSHOT, seq, float(m.stamp), meta, arrays)
+
+
+def message_to_map_snapshot(msg: Message) -> MapSnapshot:
+    _expect_type(msg, topics.MAP_SNAPSHOT)
+    points = _array(msg, "points_w", "<f4", (None, 3))
+    ids = _array(msg, "keyframe_ids", "<i8", (None,))
+    T = _array(msg, "T_w_c", "<f8", (ids.shape[0], 4, 4))
+    n_points = _meta(msg, "n_points", int, points.shape[0])
+    return MapSnapshot(_meta(msg, "frame_index", int), msg.stamp, points, ids, T, n_points)

@@ -14,8 +14,10 @@ KEYFRAMES = "keyframes"  # new or updated keyframes (id, pose)
 DEPTH = "depth"  # dense depth maps (learned or sensor), per frame index
 DESCRIPTORS = "descriptors"  # global image descriptors (NetVLAD), per keyframe
 RELOC = "reloc"  # relocalisation requests and answers
+TRACKING = "tracking"  # per frame: the keypoints and which of them matched map points (for viewers)
+MAP = "map"  # snapshots of the map: point positions and keyframe poses (for viewers)
 
-STREAMS = (FRAMES, IMU, POSES, KEYFRAMES, DEPTH, DESCRIPTORS, RELOC)
+STREAMS = (FRAMES, IMU, POSES, KEYFRAMES, DEPTH, DESCRIPTORS, RELOC, TRACKING, MAP)
 
 # message types (the header's ``type``)
 FRAME = "frame"
@@ -26,5 +28,7 @@ DEPTH_MAP = "depth"
 DESCRIPTOR = "descriptor"
 RELOC_REQUEST = "reloc_request"
 RELOC_ANSWER = "reloc_answer"
+TRACKED_FEATURES = "tracked_features"
+MAP_SNAPSHOT = "map_snapshot"
 HEARTBEAT = "heartbeat"  # RPC: asks an inference server for its name, version and models
 ERROR = "error"  # RPC: an answer saying why a request failed (``meta["error"]``)

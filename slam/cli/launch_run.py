@@ -2,8 +2,9 @@
 
 The supervisor (:mod:`slam.supervisor`) starts the source (replay of
 SEQUENCE, or the live camera the file names), the SLAM process and, when the
-file enables it, a local inference server; it restarts the inference server
-if it dies and stops everything in order on Ctrl-C, with the map and the
+file enables them, a local inference server and the live viewer (rerun; a
+recording ``OUT/view.rrd`` unless it opens a window); it restarts those two
+if they die and stops everything in order on Ctrl-C, with the map and the
 trajectory saved. Outputs are those of in-process replay, in OUT; each
 process's log is in ``OUT/logs/``.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from slam.errors import DataError
 from slam.launch import LaunchSpec, load_launch
+from slam.nodes.viewer import has_screen, stale_recordings
 from slam.supervisor import ProcessSpec, Supervisor
 
 log = logging.getLogger("slam.run")
@@ -46,7 +48,21 @@ def process_specs(spec: LaunchSpec, run_dir: Path, out: Path, sequence: Path | N
         if inf.config:
             argv += ["--config", inf.config]
         specs.append(ProcessSpec("inference", argv, restart=inf.restart, stop_timeout_s=5.0))
+    view = spec.viewer
+    if view.enabled:
+        argv = [py, "-m", "slam.nodes.viewer", *common]
+        window = view.spawn and has_screen()
+        if view.record or not window:
+            argv += ["--record", str(viewer_recording(spec, out))]
+        if window:
+            argv.append("--spawn")
+        specs.append(ProcessSpec("viewer", argv, restart=view.restart, stop_timeout_s=10.0))
     return specs
+
+
+def viewer_recording(spec: LaunchSpec, out: Path) -> Path:
+    """Where the viewer records: the launch file's ``record``, else ``OUT/view.rrd``."""
+    return Path(spec.viewer.record).expanduser() if spec.viewer.record else out / "view.rrd"
 
 
 def run_launch(launch: Path, sequence: Path | None, out: Path, log_level: str = "INFO",
@@ -56,6 +72,9 @@ def run_launch(launch: Path, sequence: Path | None, out: Path, log_level: str = 
     if spec.source.kind == "replay" and sequence is None:
         raise DataError(launch, "this launch file replays a sequence: slam-run --launch FILE SEQUENCE --out OUT")
     out.mkdir(parents=True, exist_ok=True)
+    if spec.viewer.enabled:  # a restarted viewer writes view-1.rrd, ...: start from none
+        for old in stale_recordings(viewer_recording(spec, out)):
+            old.unlink()
     with tempfile.TemporaryDirectory(prefix="slam-run-") as tmp:
         run_dir = Path(tmp)  # ipc sockets of this run ({run} in the launch file)
         sup = Supervisor(process_specs(spec, run_dir, out, sequence, log_level, max_frames), log_dir=out / "logs")

@@ -63,7 +63,10 @@ def _replay(spec: LaunchSpec, args: argparse.Namespace, pub: Publisher, stop: th
     n = len(seq) if args.max_frames is None else min(len(seq), args.max_frames)
     skipped: list[dict] = []
     sent = 0
-    with FramePipeline(seq, lambda f: None, n, realtime=spec.source.realtime) as pipe:
+    with FramePipeline(seq, lambda f: None, n, realtime=spec.source.realtime, preload=spec.source.preload) as pipe:
+        if spec.source.preload:
+            log.info("decoding %d frames into memory (preload)", n)
+            pipe.load()
         for item in pipe:
             if stop.is_set():
                 return {"reason": "stopped", "frames": sent, "skipped": skipped}
@@ -118,10 +121,9 @@ def main(argv: list[str] | None = None) -> int:
             log.error("%s", e)
             end = {"reason": f"error: {e}", "frames": 0, "skipped": []}
         log.info("stream ended (%s) after %d frames", end["reason"], end["frames"])
-        for _ in range(3):  # a dropped end-of-stream would leave the SLAM process waiting: send it until queued
-            if pub.publish(Message(topics.FRAMES, END_OF_STREAM, 0, time.time(), end)):
-                break
-            time.sleep(0.1)
+        # PUB drops silently for a subscriber whose queue is full; if this is lost, the supervisor
+        # ends the SLAM process after its drain time (SIGTERM: it saves all the same)
+        pub.publish(Message(topics.FRAMES, END_OF_STREAM, 0, time.time(), end))
         time.sleep(0.2)  # let the last messages leave before the socket closes (linger 0)
         return 0 if not end["reason"].startswith("error") else 1
     finally:

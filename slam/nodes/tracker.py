@@ -4,11 +4,13 @@
 (started by ``slam-run --launch``). A receiver thread takes frames off the
 ``frames`` endpoint and extracts their features (one frame ahead, as in
 replay); the main thread tracks each frame, publishes its pose on ``poses``
-and polls the inference server without ever waiting for it (a server that
-is down is logged once; the client reconnects by itself). At the end of the
-stream, or on SIGTERM / SIGINT, it stops local mapping and writes the same
-``trajectory.txt``, ``keyframes.txt``, ``map.npz`` and ``summary.json`` as
-in-process replay, plus the bus and inference statistics.
+(with, for viewers, its keypoints on ``tracking`` and now and then a map
+snapshot on ``map``: see :func:`map_snapshot`) and polls the inference
+server without ever waiting for it (a server that is down is logged once;
+the client reconnects by itself). At the end of the stream, or on SIGTERM /
+SIGINT, it stops local mapping and writes the same ``trajectory.txt``,
+``keyframes.txt``, ``map.npz`` and ``summary.json`` as in-process replay,
+plus the bus and inference statistics.
 """
 
 from __future__ import annotations
@@ -27,18 +29,32 @@ import numpy as np
 
 from slam.bus import topics
 from slam.bus.codec import BusMessageError
-from slam.bus.messages import PoseEstimate, message_to_frame, pose_message
+from slam.bus.messages import (
+    MapSnapshot,
+    PoseEstimate,
+    TrackedFeatures,
+    map_snapshot_message,
+    message_to_frame,
+    pose_message,
+    tracked_features_message,
+)
 from slam.bus.pubsub import Publisher, Subscriber
 from slam.bus.rpc import RpcClient
 from slam.config import SlamConfig
 from slam.errors import DataError
 from slam.launch import LaunchSpec, load_launch
+from slam.map import Map
 from slam.nodes.common import bus_curve_server, inference_curve_client, setup_logging
 from slam.nodes.source import END_OF_STREAM
 from slam.outputs import evaluate_run, save_run, write_summary
 from slam.system import System, warm_up_kernels
+from slam.tracking import FrameResult
 
 log = logging.getLogger("slam.nodes.tracker")
+
+MAP_PERIOD_S = 0.5  # a map snapshot for viewers at least this often ...
+MAP_MIN_PERIOD_S = 0.1  # ... and after each new keyframe, but never more often than this
+MAP_MAX_POINTS = 50_000  # points per snapshot (a bigger map is thinned evenly)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -57,7 +73,8 @@ class _Receiver(threading.Thread):
 
     def __init__(self, spec: LaunchSpec, run_dir: Path, mode: str | None, stop: threading.Event):
         super().__init__(name="bus-receiver", daemon=True)
-        self.sub = Subscriber(None, spec.endpoint("frames", run_dir), topics=[topics.FRAMES])
+        # a deep queue (~2 s of 30 Hz frames, ~130 MB of 640x480 RGB-D) rides out a slow keyframe without drops
+        self.sub = Subscriber(None, spec.endpoint("frames", run_dir), topics=[topics.FRAMES], hwm=64)
         self.spec, self.mode, self.stop = spec, mode, stop
         self.items: queue.Queue = queue.Queue(maxsize=4)
         self.system: System | None = None
@@ -108,6 +125,32 @@ class _Receiver(threading.Thread):
             self.items.put(None)
 
 
+def tracked_features(system: System, res: FrameResult) -> TrackedFeatures | None:
+    """The keypoints of the frame just tracked and which matched map points (None if none was tracked)."""
+    cur = system.tracker.current
+    if cur is None or cur.index != res.index:
+        return None
+    matched = (cur.point_ids >= 0) & ~cur.outlier
+    return TrackedFeatures(res.index, res.timestamp, cur.features.uv, matched, res.state.value)
+
+
+def map_snapshot(slam_map: Map, frame_index: int, stamp: float, max_points: int = MAP_MAX_POINTS) -> MapSnapshot:
+    """Positions of the map's points (at most ``max_points``, evenly thinned) and its good keyframes' poses.
+
+    Holds ``map.lock`` only to copy arrays (a few ms for 50k points), so local mapping is barely held up.
+    """
+    with slam_map.lock:
+        n = len(slam_map.points)
+        ids = np.fromiter(slam_map.points.keys(), np.int64, n)
+        if n > max_points:
+            ids = ids[:: -(-n // max_points)]
+        points = slam_map.points_array(ids).astype(np.float32)
+        kfs = [k for k in slam_map.keyframes.values() if not k.bad]
+        kf_ids = np.array([k.id for k in kfs], np.int64)
+        T_w_c = np.array([k.T_w_c for k in kfs], np.float64).reshape(-1, 4, 4)
+    return MapSnapshot(frame_index, stamp, points, kf_ids, T_w_c, n)
+
+
 def run(args: argparse.Namespace, spec: LaunchSpec, stop: threading.Event) -> dict:
     pub = Publisher(None, spec.endpoint("poses", args.run_dir), curve=bus_curve_server(spec, "poses"))
     client = None
@@ -120,6 +163,7 @@ def run(args: argparse.Namespace, spec: LaunchSpec, stop: threading.Event) -> di
     interval_ms: list[float] = []
     latency_ms: list[float] = []
     wall0 = t_last = time.perf_counter()
+    t_map = -np.inf  # when the last map snapshot went out (time.monotonic)
     n = 0
     try:
         while True:
@@ -143,6 +187,14 @@ def run(args: argparse.Namespace, spec: LaunchSpec, stop: threading.Event) -> di
                 latency_ms.append((time.monotonic() - t_capture) * 1e3)
             T = res.T_w_c if res.T_w_c is not None else np.full((4, 4), np.nan)
             pub.publish(pose_message(PoseEstimate(res.index, res.timestamp, T, res.state.value)))
+            feats = tracked_features(system, res)
+            if feats is not None:
+                pub.publish(tracked_features_message(feats))
+            since_map = time.monotonic() - t_map
+            due = since_map >= MAP_PERIOD_S or (res.is_keyframe and since_map >= MAP_MIN_PERIOD_S)
+            if due and system.map.keyframes:
+                pub.publish(map_snapshot_message(map_snapshot(system.map, res.index, res.timestamp)))
+                t_map = time.monotonic()
             if client is not None:
                 client.poll()
     finally:

@@ -21,6 +21,8 @@ def test_shipped_launch_files_load(name):
     if name == "split_inference":
         assert spec.endpoints["inference"].startswith("tcp://") and not spec.inference.enabled
         assert spec.curve.secret and spec.curve.server_public
+    # the live view is on for live use, off for replays (where it would only cost time)
+    assert spec.viewer.enabled == (name in ("webcam_imu", "split_inference"))
 
 
 @pytest.mark.parametrize(
@@ -29,7 +31,8 @@ def test_shipped_launch_files_load(name):
         ("endpoints: {frames: \"ipc://{run}/f\"}\nprocesses: {}", "endpoints \\['poses'\\] missing"),
         ("endpoints: {frames: ipc://a, poses: ipc://b, camera: ipc://c}", "endpoints must map"),
         ("endpoints: {frames: ipc://a, poses: 5}", "not an address"),
-        ("endpoints: {frames: ipc://a, poses: ipc://b}\nprocesses: {viewer: {}}", "unknown process"),
+        ("endpoints: {frames: ipc://a, poses: ipc://b}\nprocesses: {gui: {}}", "unknown process"),
+        ("endpoints: {frames: ipc://a, poses: ipc://b}\nprocesses: {viewer: {recrod: x.rrd}}", "unknown key.*recrod"),
         ("endpoints: {frames: ipc://a, poses: ipc://b}\nprocesses: {slam: {mod: rgbd}}", "unknown key.*mod"),
         ("endpoints: {frames: ipc://a, poses: ipc://b}\nprocesses: {source: {kind: radio}}", "kind must be one of"),
         ("endpoints: {frames: ipc://a, poses: ipc://b}\nprocesses: {source: {kind: camera}}", "needs camera"),

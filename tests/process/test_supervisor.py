@@ -61,3 +61,16 @@ def test_stop_request_stops_everything_in_order(tmp_path):
     threading.Timer(1.0, sup.request_stop).start()
     assert sup.run() == 0
     assert log.read_text().split() == ["source", "slam", "inference"]
+
+
+def test_main_that_misses_the_end_of_stream_is_stopped_after_the_drain_time(tmp_path):
+    """A SLAM process still waiting after the source ended (its end-of-stream lost) gets SIGTERM and saves."""
+    flag = tmp_path / "saved"
+    main = ("import signal, sys, time, pathlib\n"
+            f"signal.signal(signal.SIGTERM, lambda *a: (pathlib.Path({str(flag)!r}).write_text('ok'), sys.exit(0)))\n"
+            "time.sleep(60)")
+    sup = Supervisor([ProcessSpec("slam", _py(main), main=True),
+                      ProcessSpec("source", _py("pass"), required=True)], poll_s=0.02, drain_s=1.0)
+    t0 = time.monotonic()
+    assert sup.run() == 0 and sup.failed is None
+    assert flag.read_text() == "ok" and time.monotonic() - t0 < 10
