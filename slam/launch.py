@@ -72,6 +72,7 @@ class InferenceSpec:
     config: str | None = None  # slam-infer model configuration (YAML)
     restart: bool = True  # restart it when it dies
     deadline_s: float = 0.5  # a request not answered by then is late (applied later or dropped)
+    heartbeat_s: float = 1.0  # the SLAM process asks whether the server is there after this much silence
 
 
 @dataclass

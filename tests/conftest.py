@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from slam.datasets import data_root
+from slam.synth import SynthConfig, preset
+
+
+def small_demo(num_frames: int, **overrides) -> SynthConfig:
+    """The demo trajectory at 320x240 (same field of view): quick to render and tracked in every mode."""
+    return dataclasses.replace(preset("demo"), num_frames=num_frames, width=320, height=240, fx=262.5, fy=262.5,
+                               cx=159.5, cy=119.5, **overrides)
 
 
 def shared(name: str) -> Path:

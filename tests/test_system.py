@@ -10,10 +10,11 @@ import pytest
 from slam.eval import evaluate
 from slam.geometry import inv_pose
 from slam.records import StereoRig
-from slam.synth import SynthSequence, preset
+from slam.synth import SynthSequence
 from slam.system import System
 from slam.tracking import State
 from slam.trajectory import Trajectory
+from tests.conftest import small_demo
 
 N = 60
 
@@ -21,8 +22,7 @@ N = 60
 @pytest.fixture(scope="module")
 def frames():
     """60 frames (2 s) of the demo trajectory at 320x240, rendered in memory with sensor noise."""
-    cfg = dataclasses.replace(preset("demo"), num_frames=N, width=320, height=240, fx=262.5, fy=262.5,
-                              cx=159.5, cy=119.5, imu=False)
+    cfg = small_demo(N, imu=False)
     seq = SynthSequence(cfg)
     rig = StereoRig(seq.camera, seq.T_l_r)
     return seq.camera, rig, list(seq.frames())

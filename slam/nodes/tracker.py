@@ -155,7 +155,8 @@ def run(args: argparse.Namespace, spec: LaunchSpec, stop: threading.Event) -> di
     pub = Publisher(None, spec.endpoint("poses", args.run_dir), curve=bus_curve_server(spec, "poses"))
     client = None
     if "inference" in spec.endpoints:
-        client = RpcClient(None, spec.endpoint("inference", args.run_dir), curve=inference_curve_client(spec))
+        client = RpcClient(None, spec.endpoint("inference", args.run_dir), curve=inference_curve_client(spec),
+                           heartbeat_s=spec.inference.heartbeat_s)
     warm_up_kernels()  # before subscribing: the source streams only once we listen, so no backlog builds up
     rx = _Receiver(spec, args.run_dir, args.mode, stop)
     rx.start()

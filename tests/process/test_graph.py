@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -16,8 +15,9 @@ import pytest
 
 from slam.cli.launch_run import run_launch
 from slam.cli.run import main as slam_run
-from slam.synth import SynthSequence, preset
+from slam.synth import SynthSequence
 from slam.synth.generate import generate
+from tests.conftest import small_demo
 from tests.sensors.conftest import PtyDevice
 from tests.sensors.test_live import imu_writer
 
@@ -27,8 +27,7 @@ N = 120  # 4 s at 30 Hz
 @pytest.fixture(scope="module")
 def synth_rgbd(tmp_path_factory) -> Path:
     """120 frames of the demo trajectory at 320x240 (RGB-D, native layout)."""
-    cfg = dataclasses.replace(preset("demo"), num_frames=N, width=320, height=240, fx=262.5, fy=262.5,
-                              cx=159.5, cy=119.5, imu=False, stereo=False)
+    cfg = small_demo(N, imu=False, stereo=False)
     return generate(cfg, tmp_path_factory.mktemp("synth") / "seq", progress=False)
 
 
@@ -38,7 +37,7 @@ def _launch_file(tmp_path: Path, inference: bool = True) -> Path:
         "description: synthetic RGB-D replay over ipc\n"
         "endpoints:\n  frames: ipc://{run}/frames\n  poses: ipc://{run}/poses\n  inference: ipc://{run}/infer\n"
         "processes:\n  source: {kind: replay, realtime: true}\n  slam: {mode: rgbd}\n"
-        f"  inference: {{enabled: {str(inference).lower()}, device: cpu, restart: true}}\n"
+        f"  inference: {{enabled: {str(inference).lower()}, device: cpu, restart: true, heartbeat_s: 0.2}}\n"
     )
     return path
 
@@ -77,7 +76,10 @@ def test_tracking_goes_on_while_the_inference_server_is_killed_and_restarted(syn
     def kill_inference(sup) -> None:
         """Once the SLAM process tracks, kill the inference server (SIGKILL: no goodbye)."""
         def run():
-            time.sleep(1.5)
+            log, end = out / "logs" / "slam.log", time.monotonic() + 60
+            while time.monotonic() < end and not (log.is_file() and "first frame" in log.read_text()):
+                time.sleep(0.1)
+            time.sleep(0.5)
             proc = sup.children["inference"].proc
             if proc is not None and proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
@@ -99,7 +101,14 @@ def test_graph_stops_in_order_and_saves_on_request(synth_rgbd, tmp_path):
     out = tmp_path / "graph"
 
     def stop_soon(sup) -> None:
-        threading.Timer(2.0, sup.request_stop).start()
+        """Once the SLAM process tracks (its log says so), stop the graph a second later."""
+        def run():
+            log, end = out / "logs" / "slam.log", time.monotonic() + 60
+            while time.monotonic() < end and not (log.is_file() and "first frame" in log.read_text()):
+                time.sleep(0.1)
+            time.sleep(1.0)
+            sup.request_stop()
+        threading.Thread(target=run, daemon=True).start()
 
     assert run_launch(_launch_file(tmp_path, inference=False), synth_rgbd, out, on_start=stop_soon) == 0
     s = _summary(out)
@@ -134,7 +143,7 @@ def _ate_unknown_start(traj: np.ndarray, gt_positions: np.ndarray, fps: float) -
 
     steps = np.round((traj[:, 0] - traj[0, 0]) * fps).astype(int)
     best = (np.inf, -1)
-    for k in range(0, len(gt_positions) - steps[-1]):
+    for k in range(len(gt_positions) - steps[-1]):
         gt = gt_positions[steps + k]
         s, R, t = umeyama(traj[:, 1:4], gt, with_scale=True)
         err = gt - (s * traj[:, 1:4] @ R.T + t)
@@ -144,8 +153,7 @@ def _ate_unknown_start(traj: np.ndarray, gt_positions: np.ndarray, fps: float) -
 
 def _video(tmp_path: Path) -> Path:
     """The demo trajectory (320x240, 30 fps) as an MJPG .avi with its camera file next to it."""
-    cfg = dataclasses.replace(preset("demo"), num_frames=N_VIDEO, width=320, height=240, fx=262.5, fy=262.5,
-                              cx=159.5, cy=119.5, imu=False, depth=False, stereo=False)
+    cfg = small_demo(N_VIDEO, imu=False, depth=False, stereo=False)
     seq = SynthSequence(cfg)
     path = tmp_path / "room.avi"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), cfg.fps, (cfg.width, cfg.height))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -20,16 +19,15 @@ from rerun.chunk import RrdReader
 from slam.cli.launch_run import process_specs, run_launch
 from slam.launch import load_launch
 from slam.nodes.viewer import free_recording_path, recording_path, stale_recordings
-from slam.synth import preset
 from slam.synth.generate import generate
+from tests.conftest import small_demo
 
 N = 90  # 3 s at 30 Hz
 
 
 @pytest.fixture(scope="module")
 def synth_rgbd(tmp_path_factory) -> Path:
-    cfg = dataclasses.replace(preset("demo"), num_frames=N, width=320, height=240, fx=262.5, fy=262.5,
-                              cx=159.5, cy=119.5, imu=False, stereo=False)
+    cfg = small_demo(N, imu=False, stereo=False)
     return generate(cfg, tmp_path_factory.mktemp("synth") / "seq", progress=False)
 
 
@@ -75,10 +73,12 @@ def test_viewer_records_image_features_trajectory_and_map(synth_rgbd, tmp_path):
     for entity in ("/world/camera", "/world/camera/image", "/world/camera/image/rgb", "/world/camera/image/features",
                    "/world/trajectory", "/world/map/points", "/world/map/keyframes"):
         assert entity in rec, f"{entity} missing from {sorted(rec)}"
-    # one pose per tracked frame (the viewer subscribes before the source may stream); the last strip holds all
-    assert len(rec["/world/camera"]) == N
+    # one pose per tracked frame from when the viewer joined (nothing waits for a viewer: one slow to start,
+    # e.g. on a loaded machine, misses the first poses); the last strip holds every pose it got
+    n_poses = len(rec["/world/camera"])
+    assert N - 20 <= n_poses <= N
     last_strip = rec["/world/trajectory"][-1][1]["LineStrips3D:strips"][0]
-    assert len(last_strip) == N
+    assert len(last_strip) == n_poses
     # the camera positions are those the SLAM process published, in order: the last is the final camera pose
     final = np.array(rec["/world/camera"][-1][1]["Transform3D:translation"][0])
     np.testing.assert_allclose(last_strip[-1], final, atol=1e-5)
@@ -112,10 +112,11 @@ def test_a_killed_viewer_is_restarted_and_slam_is_unaffected(synth_rgbd, tmp_pat
     assert killed and s["processes"]["viewer"]["starts"] >= 2
     assert not (out / "view-3.rrd").exists()
     # the first viewer's file is kept (as far as it got); the restarted one records next to it, from where
-    # it joined: the trajectory since then, the camera images, the map
+    # it joined: the trajectory since then and the map (camera images too when frames are still coming
+    # by the time it has subscribed to them: not checked, a loaded machine may restart it too late)
     assert (out / "view.rrd").is_file()
     rec = _recording(out / "view-1.rrd")
-    for entity in ("/world/trajectory", "/world/camera/image/rgb", "/world/map/points"):
+    for entity in ("/world/trajectory", "/world/camera", "/world/map/points"):
         assert entity in rec, f"{entity} missing from {sorted(rec)}"
     assert 0 < len(rec["/world/trajectory"][-1][1]["LineStrips3D:strips"][0]) < N
 
