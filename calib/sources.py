@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ def is_device(source: str | Path) -> bool:
     return bool(_DEVICE.match(str(source))) and not Path(str(source)).is_file()
 
 
-class FrameSource:
+class FrameSource(ABC):
     """Frames of one source, every ``stride``-th one; ``live`` for a camera (endless, real time)."""
 
     kind = ""
@@ -48,8 +49,9 @@ class FrameSource:
         self.source = str(source)
         self.stride = int(stride)
 
+    @abstractmethod
     def __iter__(self) -> Iterator[SourceFrame]:
-        raise NotImplementedError
+        """The frames, in order."""
 
     def close(self) -> None:
         """Release the device or file (a no-op for folders)."""
