@@ -17,7 +17,7 @@ from slam.bus import topics
 from slam.bus.codec import BusMessageError, Message
 from slam.errors import DataError
 from slam.geometry.camera import PinholeCamera
-from slam.records import Frame, ImuSamples
+from slam.records import Frame, ImuSamples, StereoRig
 
 
 @dataclass
@@ -178,8 +178,12 @@ def _pose(T: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ frames
-def frame_message(frame: Frame, seq: int = 0, topic: str = topics.FRAMES) -> Message:
-    """A camera frame: image, optional depth / right image / ground truth, IMU since the previous frame."""
+def frame_message(frame: Frame, seq: int = 0, topic: str = topics.FRAMES, stereo: StereoRig | None = None) -> Message:
+    """A camera frame: image, optional depth / right image / ground truth, IMU since the previous frame.
+
+    ``stereo``: the rig of a stereo pair (right camera, ``T_l_r``), sent with the frame so the SLAM
+    process can run stereo (:func:`message_stereo_rig`).
+    """
     arrays: dict[str, np.ndarray] = {"image": frame.image}
     if frame.depth is not None:
         arrays["depth"] = frame.depth
@@ -190,7 +194,18 @@ def frame_message(frame: Frame, seq: int = 0, topic: str = topics.FRAMES) -> Mes
     if frame.T_w_c_gt is not None:
         arrays["T_w_c_gt"] = _pose(frame.T_w_c_gt)
     meta = {"index": int(frame.index), "camera": _camera_dict(frame.camera), "flags": sorted(frame.flags), "source": frame.source}
+    if stereo is not None:
+        arrays["T_l_r"] = _pose(stereo.T_l_r)
+        meta["right_camera"] = _camera_dict(stereo.right)
     return Message(topic, topics.FRAME, seq, float(frame.timestamp), meta, arrays)
+
+
+def message_stereo_rig(msg: Message) -> StereoRig | None:
+    """The stereo rig a frame message carries, or None."""
+    _expect_type(msg, topics.FRAME)
+    if "right_camera" not in msg.meta:
+        return None
+    return StereoRig(_camera(_meta(msg, "right_camera", dict)), np.array(_array(msg, "T_l_r", "<f8", (4, 4))))
 
 
 def message_to_frame(msg: Message) -> Frame:

@@ -60,6 +60,7 @@ def _replay(spec: LaunchSpec, args: argparse.Namespace, pub: Publisher, stop: th
     if mode not in seq.modes:
         raise DataError(args.sequence, f"mode {mode!r} is not available here; this sequence offers {seq.modes}")
     seq.use_streams(mode)
+    rig = seq.stereo if mode.startswith("stereo") else None  # sent with each frame for a stereo SLAM process
     n = len(seq) if args.max_frames is None else min(len(seq), args.max_frames)
     skipped: list[dict] = []
     sent = 0
@@ -77,7 +78,7 @@ def _replay(spec: LaunchSpec, args: argparse.Namespace, pub: Publisher, stop: th
             # the frame's due time (realtime: its recorded time came; else when it was decoded), as a
             # camera's capture time: a source running late counts in the latency
             t_capture = time.monotonic() - (time.perf_counter() - item.t_arrival)
-            if not pub.publish(_stamped(frame_message(item.frame), t_capture)):
+            if not pub.publish(_stamped(frame_message(item.frame, stereo=rig), t_capture)):
                 log.warning("frame %d dropped: the SLAM process is not keeping up", item.index)
             sent += 1
     return {"reason": "end of sequence", "frames": sent, "skipped": skipped}

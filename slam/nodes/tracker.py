@@ -34,6 +34,7 @@ from slam.bus.messages import (
     PoseEstimate,
     TrackedFeatures,
     map_snapshot_message,
+    message_stereo_rig,
     message_to_frame,
     pose_message,
     tracked_features_message,
@@ -82,15 +83,18 @@ class _Receiver(threading.Thread):
         self.end: dict | None = None
         self.error: BaseException | None = None
 
-    def _make_system(self, frame) -> System:
+    def _make_system(self, frame, rig) -> System:
         s = self.spec.slam
         cfg = SlamConfig.from_yaml(s.config) if s.config else SlamConfig()
         cfg.override(list(s.set))
-        mode = self.mode or s.mode or ("rgbd" if frame.depth is not None else "mono")
+        default = "stereo" if rig is not None and frame.right is not None else "rgbd" if frame.depth is not None else "mono"
+        mode = self.mode or s.mode or default
         if mode == "rgbd" and frame.depth is None:
             raise DataError(self.spec.path, "slam mode rgbd, but the frames carry no depth")
+        if mode.startswith("stereo") and (rig is None or frame.right is None):
+            raise DataError(self.spec.path, f"slam mode {mode}, but the frames carry no right image and stereo rig")
         log.info("first frame %d (%dx%d): mode %s", frame.index, frame.camera.width, frame.camera.height, mode)
-        return System(frame.camera, mode, cfg)
+        return System(frame.camera, mode, cfg, stereo=rig)
 
     def run(self) -> None:
         try:
@@ -109,7 +113,7 @@ class _Receiver(threading.Thread):
                     continue
                 t_received = time.monotonic()
                 if self.system is None:
-                    self.system = self._make_system(frame)
+                    self.system = self._make_system(frame, message_stereo_rig(msg))
                     self.ready.set()
                 prepared = self.system.prepare(frame)
                 while not self.stop.is_set():

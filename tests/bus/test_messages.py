@@ -54,6 +54,21 @@ def test_frame_round_trip():
     assert not back.image.flags.writeable
 
 
+def test_frame_carries_its_stereo_rig():
+    from slam.records import StereoRig
+
+    f = make_frame()
+    right = PinholeCamera(64, 48, 50.5, 51.0, 31.0, 24.0)
+    T_l_r = np.eye(4)
+    T_l_r[:3, 3] = [0.12, 0.0, 0.0]
+    msg = over_wire(m.frame_message(f, stereo=StereoRig(right, T_l_r)))
+    rig = m.message_stereo_rig(msg)
+    assert rig.right == right and rig.baseline == pytest.approx(0.12)
+    np.testing.assert_array_equal(rig.T_l_r, T_l_r)
+    assert_frames_equal(f, m.message_to_frame(msg))
+    assert m.message_stereo_rig(over_wire(m.frame_message(f))) is None
+
+
 def test_frame_round_trip_minimal_and_fisheye():
     cam = PinholeCamera(32, 24, 20.0, 20.0, 16.0, 12.0, dist=(0.01, 0.0, 0.0, 0.0), model="fisheye")
     f = Frame(0, 0.5, np.zeros((24, 32, 3), np.uint8), cam)

@@ -26,17 +26,17 @@ N = 120  # 4 s at 30 Hz
 
 @pytest.fixture(scope="module")
 def synth_rgbd(tmp_path_factory) -> Path:
-    """120 frames of the demo trajectory at 320x240 (RGB-D, native layout)."""
-    cfg = small_demo(N, imu=False, stereo=False)
+    """120 frames of the demo trajectory at 320x240 (RGB-D and stereo, native layout)."""
+    cfg = small_demo(N, imu=False)
     return generate(cfg, tmp_path_factory.mktemp("synth") / "seq", progress=False)
 
 
-def _launch_file(tmp_path: Path, inference: bool = True) -> Path:
+def _launch_file(tmp_path: Path, inference: bool = True, mode: str = "rgbd") -> Path:
     path = tmp_path / "graph.yaml"
     path.write_text(
-        "description: synthetic RGB-D replay over ipc\n"
+        f"description: synthetic {mode} replay over ipc\n"
         "endpoints:\n  frames: ipc://{run}/frames\n  poses: ipc://{run}/poses\n  inference: ipc://{run}/infer\n"
-        "processes:\n  source: {kind: replay, realtime: true}\n  slam: {mode: rgbd}\n"
+        f"processes:\n  source: {{kind: replay, realtime: true}}\n  slam: {{mode: {mode}}}\n"
         f"  inference: {{enabled: {str(inference).lower()}, device: cpu, restart: true, heartbeat_s: 0.2}}\n"
     )
     return path
@@ -57,13 +57,15 @@ def _check_complete(out: Path) -> dict:
     return s
 
 
-def test_graph_over_ipc_matches_in_process_replay(synth_rgbd, tmp_path):
+@pytest.mark.parametrize("mode", ["rgbd", "stereo"])
+def test_graph_over_ipc_matches_in_process_replay(synth_rgbd, tmp_path, mode):
     ref_out, out = tmp_path / "in_process", tmp_path / "graph"
-    assert slam_run([str(synth_rgbd), "--out", str(ref_out), "--realtime", "--no-progress"]) == 0
-    assert run_launch(_launch_file(tmp_path), synth_rgbd, out) == 0
+    assert slam_run([str(synth_rgbd), "--out", str(ref_out), "--mode", mode, "--realtime", "--no-progress"]) == 0
+    assert run_launch(_launch_file(tmp_path, mode=mode), synth_rgbd, out) == 0
     s = _check_complete(out)
     ate, ate_ref = s["evaluation"]["ate_rmse_m"], _summary(ref_out)["evaluation"]["ate_rmse_m"]
-    print(f"\n  ATE graph {1e3 * ate:.2f} mm vs in-process {1e3 * ate_ref:.2f} mm; latency "
+    assert s["mode"] == mode
+    print(f"\n  {mode}: ATE graph {1e3 * ate:.2f} mm vs in-process {1e3 * ate_ref:.2f} mm; latency "
           f"{s['timing_ms']['latency']['median']:.1f} ms median")
     assert ate < 0.02 and ate < ate_ref + 0.003
     assert s["processes"]["inference"]["starts"] == 1 and s["inference"]["heartbeats"] >= 2
