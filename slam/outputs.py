@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +21,37 @@ from slam.trajectory import Trajectory, write_tum
 log = logging.getLogger(__name__)
 
 
-def save_run(out: Path, system: System, head: dict, n: int, skipped: list, track_ms: list, interval_ms: list,
-              latency_ms: list, wall: float) -> tuple[dict, Trajectory]:
+@dataclass
+class FrameTimes:
+    """Per-frame timing of a run (milliseconds), recorded as each pose comes out of the tracker."""
+
+    tracking_ms: list[float] = field(default_factory=list)  # the tracking step alone
+    interval_ms: list[float] = field(default_factory=list)  # between consecutive poses: the sustained rate
+    latency_ms: list[float] = field(default_factory=list)  # from the frame's arrival / capture to its pose
+    t_last: float = field(default_factory=time.perf_counter)
+
+    def add(self, tracking_ms: float, latency_s: float | None) -> None:
+        now = time.perf_counter()
+        self.tracking_ms.append(tracking_ms)
+        self.interval_ms.append((now - self.t_last) * 1e3)
+        self.t_last = now
+        if latency_s is not None:
+            self.latency_ms.append(latency_s * 1e3)
+
+    def fps(self, last: int = 30) -> float:
+        """Poses per second over the last ``last`` frames (for a progress bar)."""
+        return 1e3 / max(float(np.mean(self.interval_ms[-last:])), 1e-9) if self.interval_ms else 0.0
+
+
+def save_run(out: Path, system: System, head: dict, n: int, skipped: list, times: FrameTimes,
+             wall: float) -> tuple[dict, Trajectory]:
     """Write trajectory.txt, keyframes.txt and map.npz; the summary (``head`` first), not yet written."""
     out.mkdir(parents=True, exist_ok=True)
     traj = system.trajectory()
     write_tum(out / "trajectory.txt", traj)
     write_tum(out / "keyframes.txt", system.keyframe_trajectory())
     system.map.save(out / "map.npz")
-    ms = np.array(track_ms)
+    interval_ms = times.interval_ms
     lost = system.lost_frames()
     states = [r.state for r in system.results]
     summary = {
@@ -43,8 +67,8 @@ def save_run(out: Path, system: System, head: dict, n: int, skipped: list, track
             "frame_interval": stats(np.array(interval_ms)),
             # arrival of a frame (its recorded time with --realtime, else when decoded; live: its
             # capture time) to its pose
-            "latency": stats(np.array(latency_ms)),
-            "tracking": stats(ms),
+            "latency": stats(np.array(times.latency_ms)),
+            "tracking": stats(np.array(times.tracking_ms)),
             "tracking_steps": {k: stats(np.array([r.timings_ms.get(k, np.nan) for r in system.results]))
                                for k in ("features", "motion", "local_map", "keyframe")},
             "local_mapping_per_keyframe": stats(np.array(system.mapper.timings_ms)),

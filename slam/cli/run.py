@@ -30,12 +30,11 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from slam.config import SlamConfig
 from slam.errors import DataError
-from slam.outputs import evaluate_run, save_empty_run, save_run
+from slam.outputs import FrameTimes, evaluate_run, save_empty_run, save_run
 from slam.replay import FramePipeline
 from slam.system import System
 
@@ -123,8 +122,7 @@ def _run(args: argparse.Namespace) -> dict:
     system = System(seq.camera, mode, cfg, stereo=seq.stereo, threaded=not args.sync_mapping)
 
     n = len(seq) if args.max_frames is None else min(len(seq), args.max_frames)
-    skipped, track_ms, latency_ms = [], [], []
-    interval_ms: list[float] = []  # wall time between consecutive poses: the sustained rate
+    skipped: list[dict] = []
     wall0 = time.perf_counter()
     bar = tqdm(total=n, desc="slam-run", unit="frame", disable=args.no_progress, file=sys.stderr)
     # Frames are decoded ahead and their features extracted one frame ahead, in other threads,
@@ -133,7 +131,7 @@ def _run(args: argparse.Namespace) -> dict:
     if args.preload:
         log.info("decoding %d frames into memory (--preload)", n)
         pipe.load()
-    t_last = time.perf_counter()
+    times = FrameTimes()
     try:
         for item in pipe:
             bar.update()
@@ -142,12 +140,8 @@ def _run(args: argparse.Namespace) -> dict:
                 skipped.append({"index": item.index, "reason": str(item.error)})
                 continue
             res = system.process(item.frame, item.prepared)
-            now = time.perf_counter()
-            track_ms.append(res.timings_ms["total"])
-            latency_ms.append((now - item.t_arrival) * 1e3)
-            interval_ms.append((now - t_last) * 1e3)
-            t_last = now
-            bar.set_postfix(fps=f"{1e3 / max(np.mean(interval_ms[-30:]), 1e-9):.0f}", state=res.state.value,
+            times.add(res.timings_ms["total"], time.perf_counter() - item.t_arrival)
+            bar.set_postfix(fps=f"{times.fps():.0f}", state=res.state.value,
                             kf=len(system.map.keyframes), refresh=False)
     finally:
         pipe.close()
@@ -156,13 +150,13 @@ def _run(args: argparse.Namespace) -> dict:
     wall = time.perf_counter() - wall0
     if not system.records:
         raise DataError(args.sequence, "no frame could be tracked")
-    return _write_outputs(args, seq, system, mode, n, skipped, track_ms, interval_ms, latency_ms, wall)
+    return _write_outputs(args, seq, system, mode, n, skipped, times, wall)
 
 
-def _write_outputs(args, seq, system: System, mode: str, n: int, skipped: list, track_ms: list,
-                   interval_ms: list, latency_ms: list, wall: float) -> dict:
+def _write_outputs(args, seq, system: System, mode: str, n: int, skipped: list, times: FrameTimes,
+                   wall: float) -> dict:
     head = {"sequence": str(args.sequence), "reader": type(seq).__name__, "mode": mode}
-    summary, traj = save_run(args.out, system, head, n, skipped, track_ms, interval_ms, latency_ms, wall)
+    summary, traj = save_run(args.out, system, head, n, skipped, times, wall)
     summary["evaluation"] = evaluate_run(seq, traj, mode)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -215,7 +209,7 @@ def _run_live(args: argparse.Namespace) -> dict:
                     "IMU samples attached to frames and counted", mode)
     log.info("config: %s", json.dumps(cfg.to_dict()))
     system, stop_reason = None, None
-    n, skipped, track_ms, latency_ms, interval_ms = 0, [], [], [], []
+    n, skipped, times = 0, [], FrameTimes()
     wall0 = time.perf_counter()
     bar = tqdm(total=args.max_frames, desc="slam-run", unit="frame", disable=args.no_progress, file=sys.stderr)
     frames = source.frames()  # ends at the end of a video, on a signal, or on a camera fault (source.fault)
@@ -224,18 +218,14 @@ def _run_live(args: argparse.Namespace) -> dict:
             source.start()
             if source.fault is None:
                 system = System(source.camera.camera, mode, cfg, threaded=not args.sync_mapping)
-            t_last = time.perf_counter()
+            times.t_last = time.perf_counter()
             signals.graceful = True
             for frame in frames:
                 res = system.process(frame)
                 n += 1
                 bar.update()
-                now = time.perf_counter()
-                track_ms.append(res.timings_ms["total"])
-                latency_ms.append((time.monotonic() - frame.timestamp) * 1e3)  # capture to pose
-                interval_ms.append((now - t_last) * 1e3)
-                t_last = now
-                bar.set_postfix(fps=f"{1e3 / max(np.mean(interval_ms[-30:]), 1e-9):.0f}", state=res.state.value,
+                times.add(res.timings_ms["total"], time.monotonic() - frame.timestamp)  # capture to pose
+                bar.set_postfix(fps=f"{times.fps():.0f}", state=res.state.value,
                                 kf=len(system.map.keyframes), refresh=False)
                 if args.max_frames is not None and n >= args.max_frames:
                     stop_reason = f"--max-frames {args.max_frames}"
@@ -260,7 +250,7 @@ def _run_live(args: argparse.Namespace) -> dict:
         return save_empty_run(args.out, head, live, wall)
     if not system.records:
         log.warning("no frame could be tracked; writing empty trajectories")
-    summary, _ = save_run(args.out, system, head, n, skipped, track_ms, interval_ms, latency_ms, wall)
+    summary, _ = save_run(args.out, system, head, n, skipped, times, wall)
     summary["evaluation"] = None
     summary["live"] = live
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -28,29 +28,34 @@ def _path(p: str) -> Path:
     return Path(os.path.expanduser(p))
 
 
-def bus_curve_server(spec: LaunchSpec, endpoint: str) -> CurveServer | None:
-    """CURVE server keys for binding ``endpoint`` when it is tcp off loopback (None otherwise)."""
+def _off_loopback(spec: LaunchSpec, endpoint: str) -> str | None:
+    """The endpoint's address when it is tcp reachable from other machines, else None."""
     url = spec.endpoints.get(endpoint, "")
-    if parse_endpoint(url.replace("{run}", "/tmp")).is_loopback:
-        return None
-    if not (spec.curve.secret and spec.curve.clients):
-        raise DataError(spec.path, f"endpoint {endpoint} ({url}) is reachable from other machines: "
-                                   "curve.secret and curve.clients are required (keys from slam-keys)")
+    return None if not url or parse_endpoint(url.replace("{run}", "/tmp")).is_loopback else url
+
+
+def _load(spec: LaunchSpec, load, other_key: str, what: str):
+    """``load(curve.secret, curve.<other_key>)``, with errors naming the launch file."""
+    secret, other = spec.curve.secret, getattr(spec.curve, other_key)
+    if not (secret and other):
+        raise DataError(spec.path, f"{what}: curve.secret and curve.{other_key} are required (keys from slam-keys)")
     try:
-        return curve_server(_path(spec.curve.secret), _path(spec.curve.clients))
+        return load(_path(secret), _path(other))
     except KeyFileError as e:
         raise DataError(spec.path, str(e)) from None
+
+
+def bus_curve_server(spec: LaunchSpec, endpoint: str) -> CurveServer | None:
+    """CURVE server keys for binding ``endpoint`` when it is tcp off loopback (None otherwise)."""
+    url = _off_loopback(spec, endpoint)
+    if url is None:
+        return None
+    return _load(spec, curve_server, "clients", f"endpoint {endpoint} ({url}) is reachable from other machines")
 
 
 def inference_curve_client(spec: LaunchSpec) -> CurveClient | None:
     """CURVE client keys for a tcp inference endpoint off loopback (None otherwise)."""
-    url = spec.endpoints.get("inference", "")
-    if not url or parse_endpoint(url.replace("{run}", "/tmp")).is_loopback:
+    url = _off_loopback(spec, "inference")
+    if url is None:
         return None
-    if not (spec.curve.secret and spec.curve.server_public):
-        raise DataError(spec.path, f"inference endpoint {url} is on another machine: curve.secret and "
-                                   "curve.server_public are required (keys from slam-keys)")
-    try:
-        return curve_client(_path(spec.curve.secret), _path(spec.curve.server_public))
-    except KeyFileError as e:
-        raise DataError(spec.path, str(e)) from None
+    return _load(spec, curve_client, "server_public", f"inference endpoint {url} is on another machine")

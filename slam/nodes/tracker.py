@@ -47,7 +47,7 @@ from slam.launch import LaunchSpec, load_launch
 from slam.map import Map
 from slam.nodes.common import bus_curve_server, inference_curve_client, setup_logging
 from slam.nodes.source import END_OF_STREAM
-from slam.outputs import evaluate_run, save_run, write_summary
+from slam.outputs import FrameTimes, evaluate_run, save_run, write_summary
 from slam.system import System, warm_up_kernels
 from slam.tracking import FrameResult
 
@@ -164,10 +164,8 @@ def run(args: argparse.Namespace, spec: LaunchSpec, stop: threading.Event) -> di
     warm_up_kernels()  # before subscribing: the source streams only once we listen, so no backlog builds up
     rx = _Receiver(spec, args.run_dir, args.mode, stop)
     rx.start()
-    track_ms: list[float] = []
-    interval_ms: list[float] = []
-    latency_ms: list[float] = []
-    wall0 = t_last = time.perf_counter()
+    times = FrameTimes()
+    wall0 = time.perf_counter()
     t_map = -np.inf  # when the last map snapshot went out (time.monotonic)
     n = 0
     try:
@@ -184,12 +182,8 @@ def run(args: argparse.Namespace, spec: LaunchSpec, stop: threading.Event) -> di
             system = rx.system
             res = system.process(frame, prepared)
             n += 1
-            now = time.perf_counter()
-            track_ms.append(res.timings_ms["total"])
-            interval_ms.append((now - t_last) * 1e3)
-            t_last = now
-            if isinstance(t_capture, float):  # same machine: CLOCK_MONOTONIC is shared by the processes
-                latency_ms.append((time.monotonic() - t_capture) * 1e3)
+            # same machine: CLOCK_MONOTONIC is shared by the processes
+            times.add(res.timings_ms["total"], time.monotonic() - t_capture if isinstance(t_capture, float) else None)
             T = res.T_w_c if res.T_w_c is not None else np.full((4, 4), np.nan)
             pub.publish(pose_message(PoseEstimate(res.index, res.timestamp, T, res.state.value)))
             feats = tracked_features(system, res)
@@ -215,8 +209,7 @@ def run(args: argparse.Namespace, spec: LaunchSpec, stop: threading.Event) -> di
     end = rx.end or {"reason": "stopped"}
     head = {"sequence": str(args.sequence or spec.source.camera or ""), "reader": "bus", "mode": rx.system.mode,
             "launch": str(spec.path)}
-    summary, traj = save_run(args.out, rx.system, head, n, end.get("skipped", []), track_ms, interval_ms,
-                             latency_ms, time.perf_counter() - wall0)
+    summary, traj = save_run(args.out, rx.system, head, n, end.get("skipped", []), times, time.perf_counter() - wall0)
     summary["evaluation"] = None
     if args.sequence is not None:
         from slam.datasets import open_sequence
