@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from slam.system import System
-from slam.tracking import State
+from slam.backbone.map.map_io import save_map
+from slam.backbone.system import System
+from slam.backbone.frontend.tracking import State
 from slam.trajectory import Trajectory, write_tum
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def save_run(out: Path, system: System, head: dict, n: int, skipped: list, times
     traj = system.trajectory()
     write_tum(out / "trajectory.txt", traj)
     write_tum(out / "keyframes.txt", system.keyframe_trajectory())
-    system.map.save(out / "map.npz")
+    save_map(system.map, out / "map.npz")
     interval_ms = times.interval_ms
     lost = system.lost_frames()
     states = [r.state for r in system.results]

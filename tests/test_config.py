@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from slam.config import SlamConfig
+from slam.backbone.config import SlamConfig
 from slam.errors import DataError
 
 

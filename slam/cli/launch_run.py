@@ -1,6 +1,6 @@
 """``slam-run --launch launch/NAME.yaml [SEQUENCE] --out OUT``: run the process graph of a launch file.
 
-The supervisor (:mod:`slam.supervisor`) starts the source (replay of
+The supervisor (:mod:`slam.nodes.supervisor`) starts the source (replay of
 SEQUENCE, or the live camera the file names), the SLAM process and, when the
 file enables them, a local inference server and the live viewer (rerun; a
 recording ``OUT/view.rrd`` unless it opens a window); it restarts those two
@@ -20,9 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from slam.errors import DataError
-from slam.launch import LaunchSpec, load_launch
+from slam.nodes.launch import LaunchSpec, load_launch
 from slam.nodes.viewer import has_screen, stale_recordings
-from slam.supervisor import ProcessSpec, Supervisor
+from slam.nodes.supervisor import ProcessSpec, Supervisor
 
 log = logging.getLogger("slam.run")
 

@@ -32,11 +32,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from slam.config import SlamConfig
+from slam.backbone.config import SlamConfig
 from slam.errors import DataError
 from slam.outputs import FrameTimes, evaluate_run, save_empty_run, save_run
 from slam.replay import FramePipeline
-from slam.system import System
+from slam.backbone.system import System
 
 log = logging.getLogger("slam.run")
 

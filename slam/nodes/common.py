@@ -15,7 +15,7 @@ from slam.bus.keys import (
     curve_server,
 )
 from slam.errors import DataError
-from slam.launch import LaunchSpec
+from slam.nodes.launch import LaunchSpec
 
 
 def setup_logging(level: str, node: str) -> None:

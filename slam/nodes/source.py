@@ -23,7 +23,7 @@ from slam.bus.codec import Message
 from slam.bus.messages import frame_message
 from slam.bus.pubsub import Publisher
 from slam.errors import DataError
-from slam.launch import LaunchSpec, load_launch
+from slam.nodes.launch import LaunchSpec, load_launch
 from slam.nodes.common import bus_curve_server, setup_logging
 
 log = logging.getLogger("slam.nodes.source")

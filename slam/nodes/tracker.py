@@ -41,15 +41,15 @@ from slam.bus.messages import (
 )
 from slam.bus.pubsub import Publisher, Subscriber
 from slam.bus.rpc import RpcClient
-from slam.config import SlamConfig
+from slam.backbone.config import SlamConfig
 from slam.errors import DataError
-from slam.launch import LaunchSpec, load_launch
-from slam.map import Map
+from slam.nodes.launch import LaunchSpec, load_launch
+from slam.backbone.map.map import Map
 from slam.nodes.common import bus_curve_server, inference_curve_client, setup_logging
 from slam.nodes.source import END_OF_STREAM
 from slam.outputs import FrameTimes, evaluate_run, save_run, write_summary
-from slam.system import System, warm_up_kernels
-from slam.tracking import FrameResult
+from slam.backbone.system import System, warm_up_kernels
+from slam.backbone.frontend.tracking import FrameResult
 
 log = logging.getLogger("slam.nodes.tracker")
 

@@ -55,7 +55,7 @@ from slam.bus.messages import (
 )
 from slam.bus.pubsub import Subscriber
 from slam.errors import DataError
-from slam.launch import LaunchSpec, load_launch
+from slam.nodes.launch import LaunchSpec, load_launch
 from slam.nodes.common import setup_logging
 from slam.records import Frame
 

@@ -65,8 +65,8 @@ def test_map_snapshot_round_trip():
 
 
 def test_tracker_map_snapshot_is_capped_and_takes_good_keyframes():
-    from slam.features import Features
-    from slam.map import Map
+    from slam.backbone.frontend.features import Features
+    from slam.backbone.map.map import Map
 
     slam_map = Map()
     rng = np.random.default_rng(5)

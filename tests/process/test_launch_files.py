@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from slam.errors import DataError
-from slam.launch import load_launch
+from slam.nodes.launch import load_launch
 
 LAUNCH = Path(__file__).resolve().parents[2] / "launch"
 

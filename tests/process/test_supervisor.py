@@ -6,7 +6,7 @@ import sys
 import threading
 import time
 
-from slam.supervisor import ProcessSpec, Supervisor
+from slam.nodes.supervisor import ProcessSpec, Supervisor
 
 PY = sys.executable
 

@@ -17,7 +17,7 @@ pytest.importorskip("rerun")
 from rerun.chunk import RrdReader
 
 from slam.cli.launch_run import process_specs, run_launch
-from slam.launch import load_launch
+from slam.nodes.launch import load_launch
 from slam.nodes.viewer import free_recording_path, recording_path, stale_recordings
 from slam.synth.generate import generate
 from tests.conftest import small_demo

@@ -14,7 +14,7 @@ import pytest
 
 import slam.sensors.camera as camera_module
 from slam.cli.run import main
-from slam.system import System
+from slam.backbone.system import System
 from slam.trajectory import read_tum
 
 from .conftest import FakeCapture

@@ -21,13 +21,13 @@ from collections import deque
 
 import numpy as np
 
-from slam.config import SlamConfig
+from slam.backbone.config import SlamConfig
 from slam.geometry import inv_pose
 from slam.geometry.triangulation import triangulate_dlt
-from slam.local_ba import local_bundle_adjustment
-from slam.local_map import gather_points, project_visible
-from slam.map import KeyFrame, Map
-from slam.matching import match_by_projection, search_epipolar
+from slam.backbone.optim.local_ba import local_bundle_adjustment
+from slam.backbone.frontend.local_map import gather_points, project_visible
+from slam.backbone.map.map import KeyFrame, Map
+from slam.backbone.frontend.matching import match_by_projection, search_epipolar
 
 log = logging.getLogger(__name__)
 
@@ -60,48 +60,81 @@ class LocalMapper:
         self.thread = threading.Thread(target=self._run, name="local-mapping", daemon=True)
         self.thread.start()
 
-    def insert(self, kf: KeyFrame) -> bool:
-        """Queue a keyframe (never blocks); False when the queue is full."""
+    def accepts_keyframes(self) -> bool:
+        """Whether :meth:`insert` would take a keyframe now (ORB-SLAM's AcceptKeyFrames): ask before creating one."""
         with self.cond:
-            if len(self.queue) >= self.cfg.max_queue:
+            return len(self.queue) < self.cfg.max_queue and not self.stop_event.is_set()
+
+    def insert(self, kf: KeyFrame) -> bool:
+        """Queue a keyframe (never blocks); False when the queue is full or the thread stopped."""
+        with self.cond:
+            if len(self.queue) >= self.cfg.max_queue or self.stop_event.is_set():
                 return False
             self.queue.append(kf)
             self.abort_ba.set()
-            self.cond.notify()
+            self.cond.notify_all()
         return True
 
     def idle(self) -> bool:
-        return not self.busy and not self.queue
+        """No keyframe queued and none being processed."""
+        with self.cond:
+            return not self.busy and not self.queue
+
+    def backlog(self) -> int:
+        """Keyframes queued or being processed."""
+        with self.cond:
+            return len(self.queue) + int(self.busy)
+
+    def wait_backlog(self, max_backlog: int, timeout: float | None = None) -> bool:
+        """Block until at most ``max_backlog`` keyframes are queued or in work (offline replay's back-pressure).
+
+        Returns False on timeout, or at once when the thread is not running (nothing would drain the queue).
+        """
+        with self.cond:
+            return self.cond.wait_for(
+                lambda: len(self.queue) + int(self.busy) <= max_backlog or not self._alive(), timeout
+            ) and len(self.queue) + int(self.busy) <= max_backlog
 
     def stop(self, drain: bool = True, timeout: float = 60.0) -> None:
         """Finish the queued keyframes (``drain``) and stop the thread."""
         if drain:
-            t_end = time.monotonic() + timeout
-            while (self.queue or self.busy) and time.monotonic() < t_end and self.thread and self.thread.is_alive():
-                time.sleep(0.005)
-        self.stop_event.set()
+            self.wait_backlog(0, timeout)
         with self.cond:
-            self.cond.notify()
+            self.stop_event.set()
+            self.cond.notify_all()
         if self.thread is not None:
             self.thread.join(timeout)
 
+    def _alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive() and not self.stop_event.is_set()
+
     def _run(self) -> None:
-        while not self.stop_event.is_set():
-            with self.cond:
-                while not self.queue and not self.stop_event.is_set():
-                    self.cond.wait(0.1)
-                if self.stop_event.is_set():
-                    return
-                kf = self.queue.popleft()
-                self.busy = True
-                self.abort_ba.clear()
-            try:
-                self.process(kf)
-            except Exception as e:  # keep the system alive; report once
-                log.exception("local mapping failed on keyframe %d", kf.id)
-                self.error = e
-            finally:
-                self.busy = False
+        try:
+            while True:
+                with self.cond:
+                    self.cond.wait_for(lambda: self.queue or self.stop_event.is_set())
+                    if self.stop_event.is_set():
+                        return
+                    kf = self.queue.popleft()
+                    self.busy = True
+                    self.abort_ba.clear()
+                try:
+                    self.process(kf)
+                except Exception as e:  # keep the system alive; report once
+                    log.exception("local mapping failed on keyframe %d", kf.id)
+                    self.error = e
+                finally:
+                    with self.cond:
+                        self.busy = False
+                        self.cond.notify_all()
+        finally:
+            with self.cond:  # wake anyone waiting on a thread that is gone
+                self.cond.notify_all()
+
+    def _new_keyframe_waiting(self) -> bool:
+        """A keyframe is queued: the current one skips its optional steps (ORB-SLAM's CheckNewKeyFrames)."""
+        with self.cond:
+            return bool(self.queue)
 
     # ------------------------------------------------------------ the steps
     def process(self, kf: KeyFrame) -> None:
@@ -111,11 +144,11 @@ class LocalMapper:
         self._timed("attach", self._attach, kf)
         self._timed("cull_points", self._cull_points, kf)
         self._timed("triangulate", self._triangulate, kf)
-        if not self.queue:
+        if not self._new_keyframe_waiting():
             self._timed("fuse", self._fuse, kf)
-        if not self.queue and len(self.map.keyframes) > 2:
+        if not self._new_keyframe_waiting() and len(self.map.keyframes) > 2:
             self.ba_ms.append(self._timed("local_ba", self._local_ba, kf))
-        if not self.queue:
+        if not self._new_keyframe_waiting():
             self._timed("cull_keyframes", self._cull_keyframes, kf)
         self.timings_ms.append((time.perf_counter() - t0) * 1e3)
 
@@ -170,7 +203,7 @@ class LocalMapper:
         sigma2 = self.ex.level_sigma2
         created = 0
         for nb in neighbours:
-            if self.queue and created > 0:
+            if self._new_keyframe_waiting() and created > 0:
                 break
             if nb.bad:
                 continue
@@ -356,7 +389,7 @@ class LocalMapper:
         alive = np.ones(len(row), bool)
         close_depth = 40 * self.bf / self.camera.fx
         for c in cands:
-            if self.queue:
+            if self._new_keyframe_waiting():
                 return  # a new keyframe waits: culling can happen later
             idx = np.flatnonzero(c.point_ids >= 0)
             if not self.mono:  # only close points (reliable depth) count for stereo/RGB-D

@@ -16,7 +16,7 @@ damping as in ``OptimizationAlgorithmLevenberg``); here it runs in one
 compiled call per phase, without the GIL and without building a graph object
 per observation.
 
-Model and conventions as :mod:`slam.pose_kernel`: residual = measurement -
+Model and conventions as :mod:`slam.backbone.optim.pose_kernel`: residual = measurement -
 prediction, poses ``T_c_w`` perturbed on the left, ``T <- exp(xi) T`` with
 ``xi = (rho, phi)``; points are updated additively. Huber's kernel enters as
 the IRLS weight ``sqrt(delta2 / chi2)`` on the information (g2o's first-order
@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from slam.pose_kernel import exp_left, observe
+from slam.backbone.optim.pose_kernel import exp_left, observe
 
 _MAX_TRIES = 10  # damping increases per iteration before giving up (g2o's Levenberg: 10)
 _TAU = 1e-5  # initial damping: tau * max(diag(H)) (g2o's default)

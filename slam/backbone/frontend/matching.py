@@ -3,7 +3,7 @@
 The brute-force and epipolar searches are vectorised: candidate pairs are built in one go (from a
 distance matrix or point-to-line distances), their distances computed in one batch, and the winners
 picked by sorting. The search by projection, run twice per tracked frame, is compiled
-(:mod:`slam.match_kernel`). Thresholds follow ORB-SLAM (``TH_HIGH``, ``TH_LOW``, ratio tests,
+(:mod:`slam.backbone.frontend.match_kernel`). Thresholds follow ORB-SLAM (``TH_HIGH``, ``TH_LOW``, ratio tests,
 orientation histogram).
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from slam.features import Features
-from slam.match_kernel import search_by_projection
+from slam.backbone.frontend.features import Features
+from slam.backbone.frontend.match_kernel import search_by_projection
 
 TH_HIGH = 100  # Hamming distance accepted when the geometry already restricts the candidates well
 TH_LOW = 50  # Hamming distance for matches with weak geometric support
@@ -92,7 +92,7 @@ def match_by_projection(features: Features, proj_uv: np.ndarray, desc: np.ndarra
     octaves ``level - 1 .. level + 1``). Ties: a point's best (and second best) is the first of its
     candidates in grid order with the smallest distance; a keypoint wanted by several points goes
     to the smallest distance, then the smallest point index. The search itself runs in
-    :func:`slam.match_kernel.search_by_projection` (numba, without the GIL).
+    :func:`slam.backbone.frontend.match_kernel.search_by_projection` (numba, without the GIL).
     """
     e = np.zeros(0, np.int64)
     m = len(proj_uv)

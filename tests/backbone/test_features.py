@@ -6,19 +6,19 @@ import cv2
 import numpy as np
 import pytest
 
-from slam.features import (
+from slam.backbone.frontend.features import (
     FeatureConfig,
     FeatureExtractor,
     Features,
     image_to_level,
     level_sizes,
     level_to_image,
-    match_stereo,
     set_depth_from_map,
 )
+from slam.backbone.frontend.stereo import match_stereo
 from slam.geometry.camera import PinholeCamera
 
-from .conftest import timed
+from tests.conftest import timed
 
 
 @pytest.fixture(scope="module")

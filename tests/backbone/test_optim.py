@@ -22,7 +22,7 @@ from slam.geometry import (
     so3_exp,
     transform_points,
 )
-from slam.optim import (
+from slam.backbone.optim.pose import (
     CHI2_MONO,
     CHI2_STEREO,
     _PoseProblem,

@@ -14,10 +14,10 @@ import g2opy
 import numpy as np
 import pytest
 
-import slam.local_ba
+import slam.backbone.optim.local_ba
 from slam.geometry import inv_pose, make_pose, so3_exp
-from slam.local_ba import BACKENDS, local_bundle_adjustment
-from tests.test_optim import (
+from slam.backbone.optim.local_ba import BACKENDS, local_bundle_adjustment
+from tests.backbone.test_optim import (
     BF,
     CX,
     CY,
@@ -146,9 +146,9 @@ def test_local_ba_sub_graph_build_matches_single_graph(monkeypatch):
     s = ba_scene(rng, n_kf=4, n_pts=80, obs_per_pt=3)
     poses0, X0 = _perturbed_start(rng, s, {100})
     chunked = run_ba(s, poses0, X0, {100}, backend="g2o")  # 80 points + 240 edges: 1 sub-graph at the default size
-    monkeypatch.setattr(slam.local_ba, "_SUBGRAPH_SIZE", 7)
+    monkeypatch.setattr(slam.backbone.optim.local_ba, "_SUBGRAPH_SIZE", 7)
     tiny = run_ba(s, poses0, X0, {100}, backend="g2o")
-    monkeypatch.setattr(slam.local_ba, "_SUBGRAPH_SIZE", 10**9)
+    monkeypatch.setattr(slam.backbone.optim.local_ba, "_SUBGRAPH_SIZE", 10**9)
     single = run_ba(s, poses0, X0, {100}, backend="g2o")
     for other in (tiny, chunked):
         np.testing.assert_allclose(other.points_w, single.points_w, atol=1e-6)
@@ -299,13 +299,13 @@ def gil_check(s: BAScene, fixed, backend: str) -> tuple[float, float]:
     c0, t0 = count[0], time.perf_counter()
     time.sleep(0.1)
     idle = (count[0] - c0) / (1e3 * (time.perf_counter() - t0))
-    originals = slam.local_ba.g2opy.SparseOptimizer, slam.local_ba.ba_levenberg
-    slam.local_ba.g2opy.SparseOptimizer = TimedOptimizer
-    slam.local_ba.ba_levenberg = timed(originals[1])
+    originals = slam.backbone.optim.local_ba.g2opy.SparseOptimizer, slam.backbone.optim.local_ba.ba_levenberg
+    slam.backbone.optim.local_ba.g2opy.SparseOptimizer = TimedOptimizer
+    slam.backbone.optim.local_ba.ba_levenberg = timed(originals[1])
     try:
         run_ba(s, *(_perturbed_start(np.random.default_rng(0), s, fixed)), fixed, backend=backend)
     finally:
-        slam.local_ba.g2opy.SparseOptimizer, slam.local_ba.ba_levenberg = originals
+        slam.backbone.optim.local_ba.g2opy.SparseOptimizer, slam.backbone.optim.local_ba.ba_levenberg = originals
         stop.set()
         th.join()
     return inside[0] / (1e3 * inside[1]), idle

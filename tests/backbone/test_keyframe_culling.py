@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from slam.config import SlamConfig
+from slam.backbone.config import SlamConfig
 from slam.geometry import PinholeCamera, inv_pose, make_pose, so3_exp
-from slam.local_mapping import LocalMapper
-from slam.map import Map
-from tests.test_map import make_features
+from slam.backbone.local_mapping import LocalMapper
+from slam.backbone.map.map import Map
+from tests.backbone.test_map import make_features
 
 FX = 500.0
 BF = 0.1 * FX  # close points: depth <= 40 * bf / fx = 4 m

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from slam.errors import DataError
-from slam.features import FeatureConfig
+from slam.backbone.frontend.features import FeatureConfig
 
 
 @dataclass
@@ -51,7 +51,7 @@ class MappingConfig:
     covisible_triangulation: int = 10  # neighbours used to triangulate new points (20 for mono)
     local_ba_covisible: int = 8  # keyframes optimised by local BA besides the new one (bounded window)
     local_ba_fixed_max: int = 10  # fixed border keyframes in local BA
-    local_ba_backend: str = "native"  # "native" (compiled Schur-complement LM, slam.ba_kernel) or "g2o": same optimum
+    local_ba_backend: str = "native"  # "native" (compiled Schur-complement LM, slam.backbone.optim.ba_kernel) or "g2o": same optimum
     local_ba_iterations: tuple[int, int] = (5, 5)  # robust, then without outliers (ORB-SLAM2: 5 + 10, ORB-SLAM3: 10 in one phase)
     cull_found_ratio: float = 0.25  # recent points found in fewer of the frames they should be seen in are culled
     cull_redundant_ratio: float = 0.9  # a keyframe whose points are this redundant is culled

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from slam.errors import DataError
-from slam.features import Features
+from slam.backbone.frontend.features import Features
 from slam.geometry import PinholeCamera, inv_pose, make_pose, so3_exp
-from slam.map import Map
-from slam.map_io import map_to_arrays
-from slam.mappoint import MapPoint, most_distinctive, predict_levels
+from slam.backbone.map.map import Map
+from slam.backbone.map.map_io import load_map, map_to_arrays, save_map
+from slam.backbone.map.mappoint import MapPoint, most_distinctive, predict_levels
 
 
 def make_features(n: int, rng: np.random.Generator, octave: int = 0) -> Features:
@@ -358,10 +358,10 @@ def assert_maps_equal(a: Map, b: Map) -> None:
 def test_save_load_round_trip_is_exact(tmp_path):
     m = rich_map()
     path = tmp_path / "map.npz"
-    m.save(path)
+    save_map(m, path)
     with np.load(path, allow_pickle=False) as z:  # no pickle anywhere in the file
         assert json.loads(str(z["meta"][()]))["version"] == 1
-    m2 = Map.load(path)
+    m2 = load_map(path)
     assert_maps_equal(m, m2)
     assert m2.check_consistency() == []
     a1, a2 = map_to_arrays(m), map_to_arrays(m2)
@@ -374,15 +374,15 @@ def test_save_load_round_trip_is_exact(tmp_path):
 
 
 def test_empty_map_round_trip(tmp_path):
-    Map().save(tmp_path / "empty.npz")
-    m = Map.load(tmp_path / "empty.npz")
+    save_map(Map(), tmp_path / "empty.npz")
+    m = load_map(tmp_path / "empty.npz")
     assert m.stats()["keyframes"] == 0 and m.camera is None
 
 
 def test_failed_save_leaves_old_file(tmp_path, monkeypatch):
     path = tmp_path / "map.npz"
     m1 = rich_map()
-    m1.save(path)
+    save_map(m1, path)
     before = path.read_bytes()
 
     def broken_savez(file, **arrays):
@@ -392,10 +392,10 @@ def test_failed_save_leaves_old_file(tmp_path, monkeypatch):
     monkeypatch.setattr(np, "savez", broken_savez)
     m2 = build(2)
     with pytest.raises(OSError, match="disk full"):
-        m2.save(path)
+        save_map(m2, path)
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["map.npz"]  # the temporary file is gone
-    assert_maps_equal(m1, Map.load(path))
+    assert_maps_equal(m1, load_map(path))
 
 
 def rewrite(path, **changes):
@@ -421,7 +421,7 @@ def rewrite(path, **changes):
 def test_corrupt_file_raises_data_error(tmp_path, damage, reason):
     path = tmp_path / "map.npz"
     m = rich_map()
-    m.save(path)
+    save_map(m, path)
     if damage == "truncate":
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     elif damage == "garbage":
@@ -448,13 +448,13 @@ def test_corrupt_file_raises_data_error(tmp_path, damage, reason):
             pos[0, 0] = np.nan
             rewrite(path, pt_position=pos)
     with pytest.raises(DataError, match=reason) as e:
-        Map.load(path)
+        load_map(path)
     assert str(path) in str(e.value)
 
 
 def test_missing_file_raises_data_error(tmp_path):
     with pytest.raises(DataError, match="not found"):
-        Map.load(tmp_path / "nope.npz")
+        load_map(tmp_path / "nope.npz")
 
 
 # ---------------------------------------------------------------- threads

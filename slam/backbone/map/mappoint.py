@@ -135,7 +135,7 @@ class MapPoint:
     the order they were added. ``ref_kf_id`` is the keyframe whose octave and
     distance define the scale-invariance range; ``replaced_by`` the id of the
     point it was fused into (-1 if none). Edit points through the
-    :class:`~slam.map.Map` (or under ``map.lock``), which keeps the keyframe
+    :class:`~slam.backbone.map.map.Map` (or under ``map.lock``), which keeps the keyframe
     side in step.
     """
 

@@ -24,13 +24,14 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from slam.config import SlamConfig
-from slam.features import FeatureExtractor, Features, match_stereo, set_depth_from_map
+from slam.backbone.config import SlamConfig
+from slam.backbone.frontend.features import FeatureExtractor, Features, set_depth_from_map
+from slam.backbone.frontend.stereo import match_stereo
 from slam.geometry import PinholeCamera, inv_pose, normalize_pose, se3_exp, se3_log
-from slam.local_map import gather_points, project_visible
-from slam.map import KeyFrame, Map
-from slam.matching import match_by_projection, match_descriptors, rotation_consistency
-from slam.optim import optimize_pose
+from slam.backbone.frontend.local_map import gather_points, project_visible
+from slam.backbone.map.map import KeyFrame, Map
+from slam.backbone.frontend.matching import match_by_projection, match_descriptors, rotation_consistency
+from slam.backbone.optim.pose import optimize_pose
 from slam.records import Frame, StereoRig
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ class Tracker:
         self.last_kf_index = -1
         self.n_lost = 0
         self.pending_keyframe = False
-        self.mono_init = None  # set lazily (slam.initializer)
+        self.mono_init = None  # set lazily (slam.backbone.frontend.initializer)
         self.local_kf_ids: list[int] = []
         self.T_w_c_prior = np.eye(4)  # where a new map starts (continuity after a reset)
 
@@ -175,7 +176,7 @@ class Tracker:
 
     def _initialize(self, cur: TrackedFrame, frame: Frame) -> bool:
         if self.mono:
-            from slam.initializer import MonoInitializer
+            from slam.backbone.frontend.initializer import MonoInitializer
 
             if self.mono_init is None:
                 self.mono_init = MonoInitializer(self)

@@ -11,8 +11,8 @@ from slam.eval import evaluate
 from slam.geometry import inv_pose
 from slam.records import StereoRig
 from slam.synth import SynthSequence
-from slam.system import System
-from slam.tracking import State
+from slam.backbone.system import System
+from slam.backbone.frontend.tracking import State
 from slam.trajectory import Trajectory
 from tests.conftest import small_demo
 

@@ -1,7 +1,7 @@
 import numpy as np
 
 from slam.geometry import inv_pose, make_pose
-from slam.local_map import project_visible
+from slam.backbone.frontend.local_map import project_visible
 
 K = np.array([[500.0, 0, 320.0], [0, 500.0, 240.0], [0, 0, 1]])
 

@@ -1,11 +1,11 @@
-"""Save and load a :class:`~slam.map.Map` as one ``.npz`` file (no pickle).
+"""Save and load a :class:`~slam.backbone.map.map.Map` as one ``.npz`` file (no pickle).
 
 Layout (``K`` keyframes, ``F`` keypoints over all keyframes, ``P`` points, ``O`` observations):
 
 * ``meta``: a JSON string: format, version, camera, pyramid settings, id counters, counts.
 * ``kf_id, kf_frame_index, kf_timestamp, kf_T_c_w (K,4,4), kf_parent``; ``kf_offsets (K+1,)``:
   keyframe ``k`` owns keypoints ``kf_offsets[k]:kf_offsets[k+1]`` of the ``feat_*`` arrays
-  (``uv, uv_und, octave, angle, desc, depth, u_right``, as in :class:`~slam.features.Features`).
+  (``uv, uv_und, octave, angle, desc, depth, u_right``, as in :class:`~slam.backbone.frontend.features.Features`).
 * ``covisibility (C,3)``: rows ``(kf, other kf, weight)``; ``loop_edges (L,2)``.
 * ``pt_id, pt_position, pt_normal, pt_descriptor, pt_distance (min,max), pt_counts (visible,found),
   pt_ref_kf, pt_first_kf``; ``observations (O,3)``: rows ``(point id, kf id, keypoint index)``
@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from slam.errors import DataError
-from slam.features import Features
+from slam.backbone.frontend.features import Features
 from slam.geometry.camera import PinholeCamera
-from slam.keyframe import KeyFrame
-from slam.map import Map
-from slam.mappoint import DESCRIPTOR_BYTES, MapPoint
+from slam.backbone.map.keyframe import KeyFrame
+from slam.backbone.map.map import Map
+from slam.backbone.map.mappoint import DESCRIPTOR_BYTES, MapPoint
 
 FORMAT = "slam-map"
 VERSION = 1

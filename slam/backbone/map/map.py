@@ -27,10 +27,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from slam.features import Features
+from slam.backbone.frontend.features import Features
 from slam.geometry.camera import PinholeCamera
-from slam.keyframe import KeyFrame
-from slam.mappoint import MapPoint, PointArrays, distinctive_index
+from slam.backbone.map.keyframe import KeyFrame
+from slam.backbone.map.mappoint import MapPoint, PointArrays, distinctive_index
 from slam.trajectory import Trajectory
 
 __all__ = ["KeyFrame", "LocalWindow", "Map", "MapPoint"]
@@ -596,17 +596,3 @@ class Map:
         if set(live.tolist()) != set(self.points):
             problems.append("valid rows of the point arrays differ from the points in the map")
         return problems
-
-    # --------------------------------------------------------------- files
-    def save(self, path: str | Path) -> None:
-        """Write the map to one ``.npz`` file atomically (see :mod:`slam.map_io`)."""
-        from slam.map_io import save_map
-
-        save_map(self, path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> Map:
-        """Read a map written by :meth:`save`; raises :class:`~slam.errors.DataError` on a bad file."""
-        from slam.map_io import load_map
-
-        return load_map(path)

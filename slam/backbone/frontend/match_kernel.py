@@ -10,13 +10,13 @@ search, then the exact box, level, ``taken`` and stereo tests without branches
 and an XOR-popcount distance per keypoint read), keeps each point's candidates
 (grid position, distance), then runs the rounds of best / second best per point
 and closest point per keypoint, all without the GIL (local mapping keeps
-running in parallel). :func:`slam.matching.match_by_projection` prepares the
+running in parallel). :func:`slam.backbone.frontend.matching.match_by_projection` prepares the
 inputs (contiguous float64 / int64 / uint8 arrays, descriptors as uint64 words,
 so one specialisation is compiled) and keeps the public interface.
 
 The rules and tie-breaks are those of the vectorised version it replaces:
 candidates of a point in grid order (band, then ``u``, then keypoint index, as
-:class:`slam.features._BandGrid` sorts them), its best and second best the
+:class:`slam.backbone.frontend.features.BandGrid` sorts them), its best and second best the
 first ones of that order with the smallest distance; a keypoint wanted by
 several points goes to the smallest distance, then the smallest point index.
 """
@@ -64,7 +64,7 @@ def search_by_projection(keys, order, band_start, band_px, u_lo, u_hi, stride,
     """Matches of projected points to keypoints: ``(point_idx, kp_idx)`` int64, sorted by point.
 
     Args:
-        keys, order, band_start: the keypoint grid (:class:`slam.features._BandGrid`): sorted keys
+        keys, order, band_start: the keypoint grid (:class:`slam.backbone.frontend.features.BandGrid`): sorted keys
             ``band * stride + (clip(u, u_lo, u_hi) - u_lo)``, the keypoint of each key, and the first
             key of each band (``n_bands + 1`` entries); ``band_px``, ``u_lo``, ``u_hi``, ``stride`` its scalars.
         kuv: (N, 2) keypoints' undistorted pixels; koct: (N,) octave; kur: (N,) right x (< 0 unknown);
@@ -72,7 +72,7 @@ def search_by_projection(keys, order, band_start, band_px, u_lo, u_hi, stride,
         puv: (M, 2) projected pixels; radius: (M,); level: (M,) predicted octave (< 0: any);
         pur: (M,) predicted right x (< 0 unknown); pdesc: (M, W) uint64 words;
         use_ur: apply the right-x check.
-        max_dist, ratio, rounds: as :func:`slam.matching.match_by_projection`.
+        max_dist, ratio, rounds: as :func:`slam.backbone.frontend.matching.match_by_projection`.
     """
     n = kuv.shape[0]
     m = puv.shape[0]

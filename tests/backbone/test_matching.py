@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from slam.features import FeatureConfig, FeatureExtractor, Features, set_depth_from_map
-from slam.matching import (
+from slam.backbone.frontend.features import FeatureConfig, FeatureExtractor, Features, set_depth_from_map
+from slam.backbone.frontend.matching import (
     TH_HIGH,
     TH_LOW,
     fundamental_from_pose,
@@ -19,7 +19,7 @@ from slam.matching import (
     search_epipolar,
 )
 
-from .conftest import timed
+from tests.conftest import timed
 
 
 @pytest.fixture(scope="module")

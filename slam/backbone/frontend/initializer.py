@@ -15,8 +15,8 @@ import numpy as np
 
 from slam.geometry import inv_pose, make_pose
 from slam.geometry.triangulation import triangulate_dlt
-from slam.local_ba import local_bundle_adjustment
-from slam.matching import match_descriptors, rotation_consistency
+from slam.backbone.optim.local_ba import local_bundle_adjustment
+from slam.backbone.frontend.matching import match_descriptors, rotation_consistency
 
 log = logging.getLogger(__name__)
 

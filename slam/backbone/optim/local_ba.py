@@ -2,7 +2,7 @@
 
 Two solvers of the same problem, picked by ``backend``:
 
-* ``"native"`` (default) -- :mod:`slam.ba_kernel`: Levenberg-Marquardt with
+* ``"native"`` (default) -- :mod:`slam.backbone.optim.ba_kernel`: Levenberg-Marquardt with
   the Schur complement over the points, compiled with numba; one call per
   phase, no graph objects, no GIL held.
 * ``"g2o"`` -- g2o through ``g2opy`` (``BlockSolverSE3``, Levenberg,
@@ -18,7 +18,7 @@ and reaches the same cost to 1e-10 (same algorithm, same damping
 schedule). That is what lets local mapping keep up with monocular
 keyframes in fast turns. Tests hold the two to the same optimum.
 
-Conventions as :mod:`slam.optim`: poses ``T_c_w``, undistorted pixels,
+Conventions as :mod:`slam.backbone.optim.pose`: poses ``T_c_w``, undistorted pixels,
 ``u_right < 0`` for monocular observations, information ``inv_sigma2 * I``
 (RGB-D: the depth term as a disparity error with its own information), chi2
 gates 5.991 / 7.815. g2o's ``VertexSE3Expmap`` holds ``T_c_w`` as an
@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 import g2opy
 import numpy as np
 
-from slam.ba_kernel import ba_levenberg
+from slam.backbone.optim.ba_kernel import ba_levenberg
 from slam.geometry.se3 import normalize_pose
-from slam.optim import CHI2_MONO, CHI2_STEREO, _check_stereo, _gates, reprojection_chi2
+from slam.backbone.optim.pose import CHI2_MONO, CHI2_STEREO, _check_stereo, _gates, reprojection_chi2
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def _classify(pb: _Problem, T: np.ndarray, X: np.ndarray, gate: np.ndarray) -> t
 
 
 class _NativeSolver:
-    """:mod:`slam.ba_kernel` on the problem's arrays; keeps the current estimate between phases."""
+    """:mod:`slam.backbone.optim.ba_kernel` on the problem's arrays; keeps the current estimate between phases."""
 
     def __init__(self, pb: _Problem):
         self.pb = pb
@@ -312,7 +312,7 @@ def local_bundle_adjustment(
             points but are outside the local window. They fix the gauge.
         point_ids, points_w: (P,) unique ids and (P, 3) world positions.
         obs_kf, obs_pt: (E,) keyframe id and point id of each observation.
-        obs_uv, obs_ur, obs_inv_sigma2: (E, 2), (E,), (E,) as in :func:`slam.optim.optimize_pose`.
+        obs_uv, obs_ur, obs_inv_sigma2: (E, 2), (E,), (E,) as in :func:`slam.backbone.optim.pose.optimize_pose`.
         abort: checked before building, after building and between the two
             phases. Set before optimising: the input comes back; set after the
             first phase: that phase's result.

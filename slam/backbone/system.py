@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from slam.config import SlamConfig
+from slam.backbone.config import SlamConfig
 from slam.geometry import PinholeCamera, inv_pose
-from slam.local_mapping import LocalMapper
-from slam.map import Map
+from slam.backbone.local_mapping import LocalMapper
+from slam.backbone.map.map import Map
 from slam.records import Frame, StereoRig
-from slam.tracking import FrameResult, State, Tracker
+from slam.backbone.frontend.tracking import FrameResult, State, Tracker
 from slam.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
@@ -42,10 +42,10 @@ def warm_up_kernels() -> None:
 
     A cold cache costs several seconds of compilation, which a live camera would see as dropped frames.
     """
-    from slam.features import Features
-    from slam.local_ba import local_bundle_adjustment
-    from slam.matching import match_by_projection
-    from slam.optim import optimize_pose
+    from slam.backbone.frontend.features import Features
+    from slam.backbone.optim.local_ba import local_bundle_adjustment
+    from slam.backbone.frontend.matching import match_by_projection
+    from slam.backbone.optim.pose import optimize_pose
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(0)

@@ -11,12 +11,12 @@ the outlier gates are chi-square 95% quantiles: 5.991 (2 dof, mono) and
 
 * :func:`optimize_pose` -- motion-only BA for tracking: Gauss-Newton /
   Levenberg on the 6x6 normal equations with Huber IRLS, the per-observation
-  pass compiled (``slam.pose_kernel``, numba, no GIL). Not g2o: with
+  pass compiled (``slam.backbone.optim.pose_kernel``, numba, no GIL). Not g2o: with
   g2o the per-edge Python calls alone cost more than the whole solve, and
   the binding's ``EdgeStereoSE3ProjectXYZOnlyPose`` exposes no ``fx``..``bf``
   or ``Xw``, so it cannot be used for stereo at all.
 
-Local bundle adjustment lives in :mod:`slam.local_ba`.
+Local bundle adjustment lives in :mod:`slam.backbone.optim.local_ba`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from slam.geometry.se3 import normalize_pose
-from slam.pose_kernel import exp_left, pose_system
+from slam.backbone.optim.pose_kernel import exp_left, pose_system
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class _PoseProblem:
         return p, r
 
     def system(self, T: np.ndarray, active: np.ndarray, delta2: np.ndarray | None):
-        """``(H, g, cost)`` at pose ``T``: Gauss-Newton normal equations and robust cost (compiled, see slam.pose_kernel)."""
+        """``(H, g, cost)`` at pose ``T``: Gauss-Newton normal equations and robust cost (compiled, see slam.backbone.optim.pose_kernel)."""
         fx, fy, cx, cy, bf = self.cam
         robust = delta2 is not None
         return pose_system(self.X, np.ascontiguousarray(T[:3, :3]), np.ascontiguousarray(T[:3, 3]), self.meas,

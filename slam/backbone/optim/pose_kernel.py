@@ -4,9 +4,9 @@ Tracking optimises each frame's pose twice over some 300-600 observations.
 In numpy every Levenberg iteration builds (N, 3, 6) Jacobians and a dozen
 temporaries; the loop below does residual, Huber weight, Jacobian and the
 6x6 accumulation per observation in one pass, without the GIL (local mapping
-keeps running in parallel). ``slam.optim`` keeps the Levenberg logic.
+keeps running in parallel). ``slam.backbone.optim.pose`` keeps the Levenberg logic.
 
-Model (as :func:`slam.optim.reprojection_chi2`): a point ``p = R X + t`` in
+Model (as :func:`slam.backbone.optim.pose.reprojection_chi2`): a point ``p = R X + t`` in
 the camera projects to ``u = fx x/z + cx``, ``v = fy y/z + cy`` and, for a
 stereo / RGB-D observation, ``u_r = u - bf/z``. Residuals are measurement
 minus prediction; the third is the right-image column error, or with

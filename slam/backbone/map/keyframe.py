@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from slam.features import Features
+from slam.backbone.frontend.features import Features
 from slam.geometry.se3 import inv_pose
 
 if TYPE_CHECKING:
-    from slam.map import Map
+    from slam.backbone.map.map import Map
 
 
 class KeyFrame:
@@ -27,7 +27,7 @@ class KeyFrame:
     ``point_ids[i]`` is the id of the map point seen by keypoint ``i`` (-1
     for none). ``connections`` maps covisible keyframe id -> number of shared
     map points (kept symmetric by :meth:`update_connections`). Edit through
-    the :class:`~slam.map.Map` (or under ``map.lock``).
+    the :class:`~slam.backbone.map.map.Map` (or under ``map.lock``).
     """
 
     def __init__(

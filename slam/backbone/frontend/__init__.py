@@ -1,0 +1,1 @@
+"""Per-frame work: ORB features, matching, monocular initialisation, tracking against the local map."""

@@ -1,0 +1,1 @@
+"""The map: keyframes, map points, covisibility and the map save file."""
