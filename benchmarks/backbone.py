@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Accuracy and speed of the SLAM backbone on the shared clips and on synthetic sequences.
+"""Accuracy and speed of the SLAM backbone on the shared clips and on synthetic sequences, with the issue targets.
 
-    python benchmarks/backbone.py [--synth-dir /tmp/slam_bench] [--only NAME ...]
+    python benchmarks/backbone.py [--repeat 3] [--synth-dir /tmp/slam_bench] [--only SUBSTRING ...]
 
-Runs ``slam-run`` on each case, scores it with ``slam.eval`` and writes
-benchmarks/results/backbone.json and backbone.md (ATE, RPE, lost frames,
-tracking time per frame: median and 95th percentile, local BA time).
+Runs ``slam-run`` on each case ``--repeat`` times, reads each run's
+``summary.json`` and writes ``benchmarks/results/backbone.json`` (every run)
+and ``backbone.md`` (median and min-max of each figure, the targets and
+whether they are met), both whole. With ``--only`` the other cases keep their
+last runs (each case records the commit it ran on). Synthetic sequences are
+rendered into ``--synth-dir`` the first time.
 """
 
 from __future__ import annotations
@@ -13,127 +16,184 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+import sys
 import time
 from pathlib import Path
 
-from slam.cli.run import main as slam_run
-from slam.datasets import data_root
-from slam.synth import generate, preset
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from common import RESULTS, check, commit_stamp, fmt, md_header, md_table, meta, summarise, write_results  # noqa: E402
+
+from slam.cli.run import main as slam_run  # noqa: E402
+from slam.datasets import data_root  # noqa: E402
+from slam.synth import generate, preset  # noqa: E402
+
+SEEDS = (0, 1, 2)  # synthetic loop600 renders (texture and noise seeds)
 
 
-def cases(synth_dir: Path) -> list[tuple[str, Path, str, list[str]]]:
-    """(name, sequence, mode, extra slam-run arguments)."""
+def cases(synth: Path) -> list[dict]:
+    """Each case: name, sequence, mode, extra slam-run arguments."""
     shared = data_root()
     kitti = shared / "kitti_odometry_seq07_first160"
-    return [
-        ("tum_fr1_desk_9 (rgbd)", shared / "tum_rgbd_fr1_desk_9frames", "rgbd", []),
-        # --realtime: frames arrive at their recorded times (KITTI: 10 Hz), as from the camera.
-        ("kitti07_160 (mono, 10 Hz camera rate)", kitti, "mono", ["--realtime"]),
-        ("kitti07_160 (mono, as fast as possible)", kitti, "mono", []),
-        # Local mapping after every keyframe in the tracking thread: what the algorithm does when
-        # mapping always keeps up (not real time).
-        ("kitti07_160 (mono, sync-mapping)", kitti, "mono", ["--sync-mapping"]),
-        ("synth_demo_300 (rgbd)", synth_dir / "demo", "rgbd", []),
-        ("synth_demo_300 (stereo)", synth_dir / "demo", "stereo", []),
-        ("synth_demo_300 (mono)", synth_dir / "demo", "mono", []),
-        ("synth_loop600 (rgbd, PNG replay)", synth_dir / "loop600", "rgbd", []),
-        # --preload: frames decoded into memory first, as a camera delivers them (PNG decoding of these
-        # noisy frames costs ~25 ms of CPU per frame, as much as tracking and mapping together).
-        ("synth_loop600 (rgbd, frames in memory)", synth_dir / "loop600", "rgbd", ["--preload"]),
-        ("synth_loop600 (rgbd, frames in memory, 30 Hz camera rate)", synth_dir / "loop600", "rgbd",
-         ["--preload", "--realtime"]),
+    c = [
+        dict(name="tum_fr1_desk_9 (rgbd)", seq=shared / "tum_rgbd_fr1_desk_9frames", mode="rgbd", args=[]),
+        # default replay: as fast as the machine sustains, never outrunning local mapping
+        dict(name="kitti07_160 (mono)", seq=kitti, mode="mono", args=[]),
+        # --realtime: frames arrive at their recorded times (KITTI: 10 Hz), as from the camera
+        dict(name="kitti07_160 (mono, 10 Hz camera rate)", seq=kitti, mode="mono", args=["--realtime"]),
+        # local mapping inside the tracking thread after every keyframe (deterministic, not real time)
+        dict(name="kitti07_160 (mono, sync-mapping)", seq=kitti, mode="mono", args=["--sync-mapping"]),
+        dict(name="synth_demo_300 (rgbd)", seq=synth / "demo", mode="rgbd", args=[]),
+        dict(name="synth_demo_300 (stereo)", seq=synth / "demo", mode="stereo", args=[]),
+        dict(name="synth_demo_300 (mono)", seq=synth / "demo", mode="mono", args=[]),
     ]
+    for s in SEEDS:
+        c.append(dict(name=f"synth_loop600 seed {s} (rgbd, PNG replay)", seq=synth / f"loop600_s{s}", mode="rgbd",
+                      args=[]))
+        c.append(dict(name=f"synth_loop600 seed {s} (rgbd, sync-mapping)", seq=synth / f"loop600_s{s}",
+                      mode="rgbd", args=["--sync-mapping"]))
+    # --preload: frames decoded into memory first, as a camera delivers them
+    c.append(dict(name="synth_loop600 seed 0 (rgbd, frames in memory)", seq=synth / "loop600_s0", mode="rgbd",
+                  args=["--preload"]))
+    c.append(dict(name="synth_loop600 seed 0 (rgbd, frames in memory, 30 Hz camera rate)",
+                  seq=synth / "loop600_s0", mode="rgbd", args=["--preload", "--realtime"]))
+    return c
+
+
+def ensure_synthetic(synth: Path) -> None:
+    for name, cfg in [("demo", preset("demo"))] + [(f"loop600_s{s}", preset("loop600")) for s in SEEDS]:
+        if not (synth / name / "synth.json").is_file():
+            if name.startswith("loop600"):
+                cfg.seed = int(name.rsplit("_s", 1)[1])
+            generate(cfg, synth / name, progress=False)
+
+
+def run_once(case: dict, out: Path) -> dict:
+    """One slam-run of a case; the figures of its summary.json."""
+    t0 = time.perf_counter()
+    rc = slam_run([str(case["seq"]), "--out", str(out), "--mode", case["mode"], "--no-progress",
+                   "--log-level", "WARNING", *case["args"]])
+    wall = time.perf_counter() - t0
+    s = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else {}
+    ev = s.get("evaluation") or {}
+    t = s.get("timing_ms", {})
+
+    def stat(key: str, which: str):
+        return (t.get(key) or {}).get(which)
+
+    interval = stat("frame_interval", "median")
+    return {
+        "rc": rc, "frames": s.get("frames"), "tracked": s.get("tracked_frames"),
+        "lost": len(s.get("lost_frames", [])) if s else None, "keyframes": s.get("keyframes"),
+        "points": s.get("map_points"), "ate_rmse_m": ev.get("ate_rmse_m"), "align": ev.get("align"),
+        "path_m": ev.get("path_length_m"), "rpe_trans_rmse_m": ev.get("rpe_trans_rmse_m"),
+        "interval_ms_median": interval, "interval_ms_p95": stat("frame_interval", "p95"),
+        "fps_median": None if not interval else 1e3 / interval,
+        "latency_ms_median": stat("latency", "median"), "latency_ms_p95": stat("latency", "p95"),
+        "tracking_ms_median": stat("tracking", "median"), "tracking_ms_p95": stat("tracking", "p95"),
+        "mapping_ms_per_kf": stat("local_mapping_per_keyframe", "median"),
+        "local_ba_ms": stat("local_ba", "median"), "wall_s": wall,
+    }
+
+
+def case_row(c: dict) -> list[str]:
+    s = c["summary"]
+    return [c["name"], fmt(s.get("frames"), 0), fmt(s.get("tracked"), 0), fmt(s.get("lost"), 0),
+            fmt(s.get("keyframes"), 0), f"{fmt(s.get('ate_rmse_m'), 4)} ({s.get('align') or '-'})",
+            fmt(s.get("path_m"), 1), fmt(s.get("fps_median"), 0),
+            f"{fmt(s.get('interval_ms_median'), 1)} / {fmt(s.get('interval_ms_p95'), 1)}",
+            f"{fmt(s.get('latency_ms_median'), 0)} / {fmt(s.get('latency_ms_p95'), 0)}",
+            f"{fmt(s.get('tracking_ms_median'), 1)} / {fmt(s.get('tracking_ms_p95'), 1)}",
+            f"{fmt(s.get('mapping_ms_per_kf'), 0)} ({fmt(s.get('local_ba_ms'), 0)})", fmt(s.get("wall_s"), 0),
+            c["stamp"]["commit"]]
+
+
+def targets(by_name: dict[str, dict]) -> list[list[str]]:
+    """The issue's targets, judged from the runs."""
+    rows = []
+
+    def runs(name: str) -> list[dict]:
+        return by_name[name]["runs"] if name in by_name else []
+
+    k = runs("kitti07_160 (mono)")
+    if k:
+        ates = [r["ate_rmse_m"] for r in k]
+        ok = all(a is not None and a <= 0.35 for a in ates) and all(r["lost"] == 0 for r in k)
+        rows.append(check("KITTI 07 clip, default replay: ATE <= 0.35 m (Sim3), 0 lost, in every run", ok,
+                          "ATE " + ", ".join(fmt(a, 3) for a in ates) + " m; lost " + ", ".join(
+                              str(r["lost"]) for r in k)))
+    gaps = []
+    for s in SEEDS:
+        d, y = runs(f"synth_loop600 seed {s} (rgbd, PNG replay)"), runs(f"synth_loop600 seed {s} (rgbd, sync-mapping)")
+        if d and y:
+            dm = summarise(d)["ate_rmse_m"]["median"]
+            ym = summarise(y)["ate_rmse_m"]["median"]
+            gaps.append((s, dm, ym))
+    if gaps:
+        ok = all(dm <= 1.15 * ym for _, dm, ym in gaps)
+        rows.append(check("Synthetic RGB-D loop600, default replay ATE within 15 % of --sync-mapping, 3 seeds", ok,
+                          "; ".join(f"seed {s}: {dm * 1e3:.2f} vs {ym * 1e3:.2f} mm ({(dm / ym - 1) * 100:+.0f} %)"
+                                    for s, dm, ym in gaps)))
+    mem = runs("synth_loop600 seed 0 (rgbd, frames in memory)")
+    if mem:
+        sm = summarise(mem)
+        fps, p95 = sm["fps_median"]["median"], sm["interval_ms_p95"]["median"]
+        rows.append(check("RGB-D 640x480 frames in memory, mapping on: >= 60 frames/s median", fps >= 60,
+                          f"{fmt(sm['fps_median'], 0)} frames/s"))
+        rows.append(check("... and pose interval p95 <= 25 ms", p95 <= 25, f"{fmt(sm['interval_ms_p95'], 1)} ms"))
+    png = runs("synth_loop600 seed 0 (rgbd, PNG replay)")
+    if png:
+        sm = summarise(png)
+        rows.append(check("RGB-D PNG replay >= 40 frames/s", sm["fps_median"]["median"] >= 40,
+                          f"{fmt(sm['fps_median'], 0)} frames/s"))
+    return rows
+
+
+LEGEND = """Columns (milliseconds; 2 cores shared by every thread of the process):
+
+* **fps**: 1000 / median pose interval, the sustained rate.
+* **pose interval**: wall time between consecutive poses out of the tracker. Default replay feeds frames as
+  fast as the machine sustains without outrunning local mapping; `--realtime` delivers each frame at its
+  recorded time, as a camera would, and may drop frames.
+* **latency**: from a frame's arrival (its recorded time with `--realtime`; else when decoded) to its pose.
+* **tracking**: the tracking step alone (features already extracted by the pipeline's feature thread).
+* **mapping per KF (BA)**: the local-mapping thread per keyframe, and its local bundle adjustment.
+* *PNG replay* decodes the PNGs during the run; *frames in memory* (`--preload`) decodes them first.
+* *sync-mapping* runs local mapping inside the tracking thread after every keyframe (deterministic).
+"""
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--synth-dir", type=Path, default=Path(os.environ.get("SLAM_BENCH_DATA", "/tmp/slam_bench")))
-    p.add_argument("--only", nargs="*", help="substrings of case names to run")
-    p.add_argument("--table-only", action="store_true", help="rewrite backbone.md from backbone.json, run nothing")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--only", nargs="*", help="substrings of case names to run (the others keep their last runs)")
     args = p.parse_args()
-    if args.table_only:
-        d = json.loads((RESULTS / "backbone.json").read_text())
-        write_table(d["meta"], d["results"])
-        return
-    for name in ("demo", "loop600"):
-        if not (args.synth_dir / name / "synth.json").is_file():
-            generate(preset(name), args.synth_dir / name, progress=False)
-    # With --only, the other cases keep their last results.
+    ensure_synthetic(args.synth_dir)
     old = RESULTS / "backbone.json"
-    rows = json.loads(old.read_text())["results"] if args.only and old.is_file() else []
-    for name, path, mode, extra in cases(args.synth_dir):
-        if args.only and not any(o in name for o in args.only):
+    kept = {c["name"]: c for c in json.loads(old.read_text()).get("cases", [])} if args.only and old.is_file() else {}
+    done: dict[str, dict] = {}
+    for case in cases(args.synth_dir):
+        if args.only and not any(o in case["name"] for o in args.only):
+            if case["name"] in kept:
+                done[case["name"]] = kept[case["name"]]
             continue
-        out = args.synth_dir / "runs" / name.replace(" ", "_").replace("(", "").replace(")", "").replace(",", "")
-        t0 = time.perf_counter()
-        rc = slam_run([str(path), "--out", str(out), "--mode", mode, "--no-progress", "--log-level", "WARNING", *extra])
-        wall = time.perf_counter() - t0
-        s = json.loads((out / "summary.json").read_text()) if rc == 0 else {}
-        ev = s.get("evaluation") or {}
-        t = s.get("timing_ms", {})
-        rows = [r for r in rows if r["case"] != name]  # a rerun replaces the case's old row
-        rows.append({
-            "case": name, "frames": s.get("frames"), "tracked": s.get("tracked_frames"),
-            "lost": len(s.get("lost_frames", [])), "keyframes": s.get("keyframes"), "points": s.get("map_points"),
-            "ate_rmse_m": ev.get("ate_rmse_m"), "align": ev.get("align"), "path_m": ev.get("path_length_m"),
-            "rpe_trans_rmse_m": ev.get("rpe_trans_rmse_m"), "rpe_rot_rmse_deg": ev.get("rpe_rot_rmse_deg"),
-            "frame_interval_ms_median": (t.get("frame_interval") or {}).get("median"),
-            "frame_interval_ms_p95": (t.get("frame_interval") or {}).get("p95"),
-            "latency_ms_median": (t.get("latency") or {}).get("median"),
-            "latency_ms_p95": (t.get("latency") or {}).get("p95"),
-            "local_mapping_ms_median": (t.get("local_mapping_per_keyframe") or {}).get("median"),
-            "tracking_ms_median": (t.get("tracking") or {}).get("median"),
-            "tracking_ms_p95": (t.get("tracking") or {}).get("p95"),
-            "local_ba_ms_median": (t.get("local_ba") or {}).get("median"),
-            "steps_ms_median": {k: (v or {}).get("median") for k, v in (t.get("tracking_steps") or {}).items()},
-            "mapping_steps_ms_median": {k: (v or {}).get("median")
-                                        for k, v in (t.get("local_mapping_steps") or {}).items()},
-            "wall_s": round(wall, 1),
-        })
-        print(json.dumps(rows[-1]))
-    RESULTS.mkdir(exist_ok=True)
-    meta = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-            "command": "python benchmarks/backbone.py", "date": time.strftime("%Y-%m-%d")}
-    (RESULTS / "backbone.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
-    write_table(meta, rows)
-
-
-LEGEND = """Columns (milliseconds; 2 cores shared by every thread of the process):
-
-* **pose interval**: wall time between consecutive poses out of the tracker, i.e. the sustained rate
-  (1000 / median = frames per second). Without `--realtime` frames come as fast as the pipeline allows.
-* **latency**: from a frame's arrival (its recorded time with `--realtime`; else when decoded) to its pose.
-* **tracking thread**: the tracking step alone (motion model, local map, keyframe decision), features
-  already extracted by the pipeline's feature thread.
-* **local mapping ms per KF (BA)**: the local-mapping thread per keyframe, and its local bundle adjustment.
-* *PNG replay* decodes the noisy synthetic PNGs during the run (~25 ms of CPU per frame, competing for the
-  2 cores); *frames in memory* (`--preload`) decodes them first, as a camera delivers decoded frames.
-* *sync-mapping* runs local mapping inside the tracking thread after every keyframe: what the algorithm
-  gives when mapping always keeps up (not real time).
-
-Where the time goes, and the profile behind these numbers: `benchmarks/results/backbone_profile.md`.
-"""
-
-
-def write_table(meta: dict, rows: list[dict]) -> None:
-    lines = ["| case | frames | tracked | lost | KFs | ATE RMSE (m) | path (m) | pose interval ms median / p95 "
-             "| latency ms median / p95 | tracking thread ms median / p95 | local mapping ms per KF (BA) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        f = lambda x, d=4: "-" if x is None else (f"{x:.{d}f}" if isinstance(x, float) else str(x))
-        lines.append(f"| {r['case']} | {r['frames']} | {r['tracked']} | {r['lost']} | {r['keyframes']} | "
-                     f"{f(r['ate_rmse_m'])} ({r['align']}) | {f(r['path_m'], 1)} | "
-                     f"{f(r.get('frame_interval_ms_median'), 1)} / {f(r.get('frame_interval_ms_p95'), 1)} | "
-                     f"{f(r.get('latency_ms_median'), 1)} / {f(r.get('latency_ms_p95'), 1)} | "
-                     f"{f(r['tracking_ms_median'], 1)} / {f(r['tracking_ms_p95'], 1)} | "
-                     f"{f(r.get('local_mapping_ms_median'), 0)} ({f(r['local_ba_ms_median'], 0)}) |")
-    (RESULTS / "backbone.md").write_text(
-        f"# Backbone benchmark ({meta['date']}, {meta['machine']['cpus']} CPUs)\n\n`{meta['command']}`\n\n"
-        + "\n".join(lines) + "\n\n" + LEGEND)
-    print("\n".join(lines))
+        slug = "".join(ch if ch.isalnum() else "_" for ch in case["name"])
+        runs = [run_once(case, args.synth_dir / "runs" / f"{slug}_{i}") for i in range(args.repeat)]
+        done[case["name"]] = {"name": case["name"], "mode": case["mode"], "args": case["args"],
+                              "stamp": commit_stamp(), "runs": runs, "summary": summarise(runs)}
+        print(case["name"], json.dumps({k: v for k, v in done[case["name"]]["summary"].items()
+                                        if k in ("ate_rmse_m", "lost", "fps_median")}), flush=True)
+    m = meta(repeats=args.repeat)
+    header = ["case", "frames", "tracked", "lost", "KFs", "ATE RMSE m (align)", "path m", "fps",
+              "pose interval ms median / p95", "latency ms median / p95", "tracking ms median / p95",
+              "mapping ms per KF (BA)", "wall s", "commit"]
+    ordered = [done[c["name"]] for c in cases(args.synth_dir) if c["name"] in done]
+    md = (md_header("Backbone benchmark", m, args.repeat) + "\n## Targets (issue 11)\n\n"
+          + md_table(["target", "result", "measured"], targets(done)) + "\n\n## Cases\n\n"
+          + md_table(header, [case_row(c) for c in ordered]) + "\n\n" + LEGEND)
+    write_results("backbone", m, ordered, md)
+    print(md)
 
 
 if __name__ == "__main__":
