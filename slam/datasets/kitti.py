@@ -34,10 +34,11 @@ from slam.datasets.base import (
     attach_right,
     camera_override,
     packaged_camera_file,
+    read_image,
 )
-from slam.datasets.images import image_size, read_rgb
+from slam.datasets.images import image_size
 from slam.datasets.textfiles import column_floats, read_rows
-from slam.errors import DataError
+from slam.errors import CorruptFrameError, DataError
 from slam.geometry.camera import PinholeCamera
 from slam.records import Frame, StereoRig
 from slam.trajectory import read_kitti
@@ -55,6 +56,22 @@ def published_camera_file(sequence: str) -> str | None:
         return None
     n = int(sequence)
     return "kitti_00-02.yaml" if n <= 2 else "kitti_03.yaml" if n == 3 else "kitti_04-12.yaml"
+
+
+def common_image_size(paths: list[Path], samples: int = 5) -> tuple[int, int]:
+    """(width, height) most of ``samples`` images spread over ``paths`` have (one odd-sized image, even the
+    first, does not set the camera's size; it is skipped when read). Unreadable samples are passed over;
+    :class:`CorruptFrameError` when none can be read."""
+    picks = sorted({round(k * (len(paths) - 1) / max(samples - 1, 1)) for k in range(samples)})
+    sizes, error = [], None
+    for k in picks:
+        try:
+            sizes.append(image_size(paths[k]))
+        except CorruptFrameError as e:
+            error = e
+    if not sizes:
+        raise error
+    return max(sizes, key=lambda s: (sizes.count(s), -sizes.index(s)))
 
 
 def _intrinsics(P: np.ndarray) -> tuple[float, float, float, float]:
@@ -140,7 +157,7 @@ class KittiSequence(Sequence):
     def _own_camera(self, calib: dict[str, np.ndarray] | None, calib_path: Path) -> PinholeCamera:
         """The camera of calib.txt's P0 (cross-checked), else the published one of this sequence number."""
         published = self._published()
-        w, h = image_size(self._left[0])
+        w, h = common_image_size(self._left)
         if calib is not None:
             cam = PinholeCamera(w, h, *_intrinsics(calib["P0"]))
             if published is not None:
@@ -201,7 +218,7 @@ class KittiSequence(Sequence):
 
     # ----------------------------------------------------------------- frames
     def _read_frame(self, i: int) -> Frame:
-        frame = Frame(index=i, timestamp=float(self.timestamps[i]), image=read_rgb(self._left[i]),
+        frame = Frame(index=i, timestamp=float(self.timestamps[i]), image=read_image(self._left[i], self.camera),
                       camera=self.camera, source=str(self._left[i]))
         attach_right(self, frame, self._right, i)
         return frame
