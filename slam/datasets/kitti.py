@@ -81,15 +81,31 @@ def _intrinsics(P: np.ndarray) -> tuple[float, float, float, float]:
 
 def read_calib(path: Path) -> dict[str, np.ndarray]:
     """``calib.txt``: ``{"P0": 3x4, "P1": 3x4, ...}`` (any ``KEY: 12 numbers`` lines)."""
+    return read_calib_lines(path)[0]
+
+
+def read_calib_lines(path: Path) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """:func:`read_calib` and the line of each key (for error messages)."""
     rows, lines = read_rows(path, 13)
     out: dict[str, np.ndarray] = {}
+    where: dict[str, int] = {}
     for r, n in zip(rows, lines):
         if not r[0].endswith(":"):
             raise DataError(path, f"expected 'KEY: 12 numbers', found {' '.join(r)[:60]!r}", line=n)
         out[r[0][:-1]] = column_floats(path, [r], [n], slice(1, 13)).reshape(3, 4)
+        where[r[0][:-1]] = n
     if "P0" not in out:
         raise DataError(path, "no P0 (left camera projection matrix)")
-    return out
+    return out, where
+
+
+def calib_camera(path: Path, lines: dict[str, int], key: str, P: np.ndarray, width: int, height: int) -> PinholeCamera:
+    """The camera of projection matrix ``key`` of calib.txt; one :class:`PinholeCamera` refuses (fx or fy not
+    positive, ...) is a :class:`DataError` at the key's line, as in camera files."""
+    try:
+        return PinholeCamera(width, height, *_intrinsics(P))
+    except ValueError as e:
+        raise DataError(path, f"{key}: {e}", line=lines.get(key)) from None
 
 
 def _cross_check(cam: PinholeCamera, published: PinholeCamera, calib_path: Path) -> None:
@@ -119,7 +135,7 @@ class KittiSequence(Sequence):
         self._check_timestamps(times, column_floats(times, rows, lines, 0), lines)
         self._left = self._image_paths("image_0", times, lines)
         calib_path = self.seq_dir / "calib.txt"
-        calib = read_calib(calib_path) if calib_path.is_file() else None
+        calib, self._calib_lines = read_calib_lines(calib_path) if calib_path.is_file() else (None, {})
         self.camera = camera_override(self.seq_dir, self.root) or self._own_camera(calib, calib_path)
         self._right = None
         if (self.seq_dir / "image_1").is_dir():
@@ -159,7 +175,7 @@ class KittiSequence(Sequence):
         published = self._published()
         w, h = common_image_size(self._left)
         if calib is not None:
-            cam = PinholeCamera(w, h, *_intrinsics(calib["P0"]))
+            cam = calib_camera(calib_path, self._calib_lines, "P0", calib["P0"], w, h)
             if published is not None:
                 _cross_check(cam, published[0], calib_path)
             return cam
@@ -196,8 +212,9 @@ class KittiSequence(Sequence):
             P1 = calib.get("P1")
             if P1 is None:
                 raise DataError(self.seq_dir / "calib.txt", "image_1/ exists but there is no P1")
+            right = calib_camera(self.seq_dir / "calib.txt", self._calib_lines, "P1", P1, self.camera.width,
+                                 self.camera.height)
             baseline = float(-P1[0, 3] / P1[0, 0])
-            right = PinholeCamera(self.camera.width, self.camera.height, *_intrinsics(P1))
         T_l_r = np.eye(4)
         T_l_r[0, 3] = baseline
         self.stereo = StereoRig(right=right, T_l_r=T_l_r)
