@@ -67,7 +67,7 @@ def top_term_name(model: str) -> str:
     return "k4" if model == "fisheye" else "k3"
 
 
-def decide_top_term(mode: str, coverage: Coverage, model: str) -> tuple[bool, str]:
+def decide_top_term(mode: str, coverage: Coverage) -> tuple[bool, str]:
     """Whether to hold the highest radial term at 0 (``mode`` "auto", "fix" or "fit") and why."""
     if mode not in TOP_TERM_MODES:
         raise ValueError(f"top_term must be one of {TOP_TERM_MODES}, got {mode!r}")
@@ -150,10 +150,11 @@ def calibrate(board: Board, views: list[View], size: tuple[int, int], model: str
         raise ValueError(f"{len(views)} views cannot calibrate a camera (at least {max(min_views, 3)})")
     views = list(views)
     rejected: list[tuple[str, float]] = []
-    decide_top_term(top_term, Coverage(np.zeros((1, 1))), model)  # a bad mode fails before any work
+    if top_term not in TOP_TERM_MODES:
+        raise ValueError(f"top_term must be one of {TOP_TERM_MODES}, got {top_term!r}")
     for round_ in range(MAX_ROUNDS + 1):
         coverage = region_coverage(views, size)
-        fix_top, reason = decide_top_term(top_term, coverage, model)
+        fix_top, reason = decide_top_term(top_term, coverage)
         cam, poses = _solve(board, views, size, model, fix_top)
         errors = reprojection_errors(cam, board, views, poses)
         rms = np.array([np.sqrt((e**2).sum(axis=1).mean()) for e in errors])
