@@ -1,13 +1,17 @@
 """``slam-calib``: calibrate a camera or a stereo pair from views of a board; convert camera files.
 
-    slam-calib camera SOURCE --board checkerboard:9x6:0.025 [--model pinhole|fisheye] --out camera.yaml
+    slam-calib camera SOURCE --board checkerboard:9x6:0.025 [--model pinhole|fisheye] [--k3 auto|fix|fit] \
+        --out camera.yaml
     slam-calib stereo LEFT RIGHT --board charuco:7x5:0.04:0.03:DICT_5X5_100 --out stereo.yaml
     slam-calib convert sensor.yaml --out camera.yaml
 
 SOURCE is a folder of images, a video file, or a camera (``0``, ``/dev/video0``).
 A live camera shows the coverage so far where there is a screen (q ends the
 collection; Ctrl-C too) and stops by itself once ``--max-views`` views cover
-the image with enough tilt. Exit status 2 on bad input, 1 when calibration fails.
+the image with enough tilt. The highest radial term (pinhole k3, fisheye k4) is
+fitted only when the views reach the image corners (``--k3 auto``); the camera
+file and the log give the coverage of each image region. Exit status 2 on bad
+input, 1 when calibration fails.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 
 from calib.boards import Board, BoardSpecError
 from calib.camera_files import read_camera_file, write_camera_file
-from calib.intrinsics import OUTLIER_FACTOR, Calibration, CalibrationError, calibrate
+from calib.intrinsics import OUTLIER_FACTOR, TOP_TERM_MODES, Calibration, CalibrationError, calibrate
 from calib.sources import FrameSource, open_source
 from calib.stereo import (
     StereoCalibration,
@@ -67,7 +71,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        help="skip frames whose board edges are wider than this, pixels (default %(default)s)")
         q.add_argument("--outlier-factor", type=float, default=OUTLIER_FACTOR,
                        help="drop views whose RMS exceeds this many times the median (default %(default)s)")
-        q.add_argument("--fix-k3", action="store_true", help="pinhole: keep k3 at 0 (fewer views, narrow lenses)")
+        q.add_argument("--k3", choices=TOP_TERM_MODES, default="auto", dest="top_term",
+                       help="the highest radial term (pinhole k3, fisheye k4): fitted only when the views reach "
+                            "the image corners (auto, the default), held at 0 (fix), or always fitted (fit)")
+        q.add_argument("--fix-k3", action="store_const", const="fix", dest="top_term", help="same as --k3 fix")
         q.add_argument("--show", action=argparse.BooleanOptionalAction, default=None,
                        help="show the coverage window (default: for a live camera when there is a screen)")
         q.add_argument("--log-level", default="INFO")
@@ -116,7 +123,21 @@ def collect(source: FrameSource, collector: ViewCollector, args: argparse.Namesp
 
 def _report(cal: Calibration) -> dict:
     return {"views": len(cal.views), "per_view_rms_px": {Path(k).name: v for k, v in cal.per_view().items()},
-            "rejected_views": {Path(n).name: round(e, 4) for n, e in cal.rejected}}
+            "rejected_views": {Path(n).name: round(e, 4) for n, e in cal.rejected},
+            cal.top_term: cal.top_term_reason, "region_coverage": cal.coverage.to_dict()}
+
+
+def log_coverage(cal: Calibration, camera_name: str = "camera") -> None:
+    """The coverage of each image region (info) and a warning when the views miss the image corners."""
+    rows, cols = cal.coverage.cells.shape
+    log.info("%s: image regions (%dx%d) covered by the board, top row first:\n%s", camera_name, cols, rows,
+             cal.coverage.table())
+    if not cal.coverage.reaches_corners():
+        log.warning("%s: the views do not reach the image corners (%s): the distortion there is extrapolated; "
+                    "add views with the board near each corner. %s %s", camera_name,
+                    ", ".join(cal.coverage.uncovered_corners()), cal.top_term, cal.top_term_reason)
+    else:
+        log.info("%s: %s %s", camera_name, cal.top_term, cal.top_term_reason)
 
 
 def run_camera(args: argparse.Namespace) -> Calibration:
@@ -125,10 +146,11 @@ def run_camera(args: argparse.Namespace) -> Calibration:
     collector = ViewCollector(board, source.source, SelectionConfig(max_blur_px=args.max_blur))
     collect(source, collector, args)
     collector.require(args.min_views)
-    cal = calibrate(board, collector.views, collector.image_size, args.model, fix_k3=args.fix_k3,
+    cal = calibrate(board, collector.views, collector.image_size, args.model, top_term=args.top_term,
                     outlier_factor=args.outlier_factor, min_views=args.min_views)
     for v, e in zip(cal.views, cal.per_view_rms_px):
         log.info("view %s: RMS %.3f px", v.name, e)
+    log_coverage(cal)
     extra = {"calibration": {"board": board.spec, "source": str(args.source), **_report(cal),
                              "coverage": round(collector.coverage, 3)}}
     write_camera_file(args.out, cal.camera, rms_px=cal.rms_px, extra=extra,
@@ -152,7 +174,9 @@ def run_stereo(args: argparse.Namespace) -> StereoCalibration:
         raise DataError(args.right, f"too few image pairs with the board in both cameras: {len(pairs)} found, "
                                     f"at least {args.min_views} needed")
     st = calibrate_stereo(board, lc.views, rc.views, pairs, lc.image_size, args.model,
-                          min_views=args.min_views, fix_k3=args.fix_k3)
+                          min_views=args.min_views, top_term=args.top_term)
+    log_coverage(st.left, "left camera")
+    log_coverage(st.right, "right camera")
     write_stereo_file(args.out, st, comment=f"slam-calib stereo {args.left} {args.right} --board {board.spec} "
                                             f"--model {args.model}\nR, t: left camera frame -> right camera frame "
                                             "(X_right = R X_left + t), metres")

@@ -101,10 +101,11 @@ def _common(board: Board, vl: View, vr: View) -> tuple[np.ndarray, np.ndarray, n
 
 def calibrate_stereo(board: Board, left_views: list[View], right_views: list[View], pairs: list[tuple[View, View]],
                      size: tuple[int, int], model: str = "pinhole", *, min_views: int = 10,
-                     min_pairs: int = 5, fix_k3: bool = False) -> StereoCalibration:
-    """Intrinsics of each camera from its views, then ``R``, ``t`` with them fixed, then rectification."""
-    left = calibrate(board, left_views, size, model, fix_k3=fix_k3, min_views=min_views)
-    right = calibrate(board, right_views, size, model, fix_k3=fix_k3, min_views=min_views)
+                     min_pairs: int = 5, top_term: str = "auto") -> StereoCalibration:
+    """Intrinsics of each camera from its views, then ``R``, ``t`` with them fixed, then rectification.
+    ``top_term``: as :func:`calib.intrinsics.calibrate`, for each camera on its own views."""
+    left = calibrate(board, left_views, size, model, top_term=top_term, min_views=min_views)
+    right = calibrate(board, right_views, size, model, top_term=top_term, min_views=min_views)
     outliers = {name for name, _ in left.rejected} | {name for name, _ in right.rejected}
     used = [(vl, vr) for vl, vr in pairs if vl.name not in outliers and vr.name not in outliers]
     data = [_common(board, vl, vr) for vl, vr in used]
@@ -141,11 +142,16 @@ def _rows(a: np.ndarray, digits: int = 9) -> list:
     return np.round(np.asarray(a, np.float64), digits).tolist()
 
 
+def _camera(cal: Calibration) -> dict:
+    return {**cal.camera.to_dict(), "rms": round(cal.rms_px, 5), cal.top_term: cal.top_term_reason,
+            "region_coverage": cal.coverage.to_dict()}
+
+
 def write_stereo_file(path: str | Path, st: StereoCalibration, *, comment: str = "") -> None:
     """The stereo YAML: both cameras (our camera-file keys), ``R``, ``t`` (metres), baseline, rectification."""
     d = {
-        "left": {**st.left.camera.to_dict(), "rms": round(st.left.rms_px, 5)},
-        "right": {**st.right.camera.to_dict(), "rms": round(st.right.rms_px, 5)},
+        "left": _camera(st.left),
+        "right": _camera(st.right),
         "R": _rows(st.R),
         "t": _rows(st.t),
         "baseline_m": round(st.baseline_m, 6),

@@ -149,6 +149,9 @@ def _run(args: argparse.Namespace) -> dict:
         bar.close()
     wall = time.perf_counter() - wall0
     if not system.records:
+        if skipped and len(skipped) == n:  # say why every frame was skipped (e.g. depth at another size)
+            raise DataError(args.sequence, f"all {n} frames were skipped; frame {skipped[0]['index']}: "
+                                           f"{skipped[0]['reason']}")
         raise DataError(args.sequence, "no frame could be tracked")
     return _write_outputs(args, seq, system, mode, n, skipped, times, wall)
 

@@ -19,7 +19,7 @@ from typing import ClassVar
 import numpy as np
 import yaml
 
-from slam.datasets.images import read_rgb
+from slam.datasets.images import check_size, read_rgb
 from slam.errors import DataError
 from slam.geometry.camera import PinholeCamera
 from slam.records import Frame, ImuSamples, StereoRig
@@ -83,6 +83,7 @@ class Sequence(ABC):
             raise IndexError(f"frame {i} out of range for a sequence of {n} frames")
         i = int(i) % n
         frame = self._read_frame(i)
+        check_frame_sizes(frame, self)
         frame.imu = self.imu_for_frame(i)
         frame.T_w_c_gt = self.groundtruth_pose(i)
         return frame
@@ -165,17 +166,36 @@ class Sequence(ABC):
         self.timestamps = t
 
 
+def read_image(path: str | Path, camera: PinholeCamera, what: str = "image") -> np.ndarray:
+    """An image as RGB (:func:`~slam.datasets.images.read_rgb`), checked to be ``camera``'s size: a frame
+    at another size raises :class:`~slam.errors.CorruptFrameError` (naming the file and both sizes)."""
+    return check_size(path, read_rgb(path), camera.width, camera.height, what)
+
+
+def check_frame_sizes(frame: Frame, seq: Sequence) -> None:
+    """Every image of ``frame`` must have its camera's size (what each reader checks with the file names;
+    this catches a reader that does not)."""
+    check_size(frame.source, frame.image, seq.camera.width, seq.camera.height)
+    if frame.depth is not None:
+        check_size(frame.source, frame.depth, seq.camera.width, seq.camera.height, "depth image of this frame")
+    if frame.right is not None and seq.stereo is not None:
+        right = seq.stereo.right
+        check_size(frame.source, frame.right, right.width, right.height, "right image of this frame")
+
+
 def attach_right(seq: Sequence, frame: Frame, paths: list | None, i: int) -> None:
     """Load frame ``i``'s right image into ``frame`` when the sequence has one and the mode uses it.
 
     ``paths[i]`` may be None (no right image near that time): the frame is flagged ``right_missing``.
+    A right image at another size than the right camera's raises :class:`~slam.errors.CorruptFrameError`.
     """
     if paths is None or not seq.load_right:
         return
     if paths[i] is None:
         frame.flags.add("right_missing")
     else:
-        frame.right = read_rgb(paths[i])
+        right = seq.stereo.right if seq.stereo is not None else seq.camera
+        frame.right = read_image(paths[i], right, "right image")
 
 
 def load_camera_yaml(path: Path) -> PinholeCamera:

@@ -47,8 +47,9 @@ from slam.datasets.base import (
     camera_override,
     packaged_camera,
     packaged_camera_file,
+    read_image,
 )
-from slam.datasets.images import image_size, read_rgb
+from slam.datasets.images import image_size
 from slam.datasets.textfiles import column_floats, column_ns, ns_to_s, read_rows
 from slam.errors import DataError
 from slam.geometry.camera import PinholeCamera, model_from_names
@@ -302,7 +303,7 @@ class EurocSequence(Sequence):
 
     # ----------------------------------------------------------------- frames
     def _read_frame(self, i: int) -> Frame:
-        frame = Frame(index=i, timestamp=float(self.timestamps[i]), image=read_rgb(self._left[i]),
+        frame = Frame(index=i, timestamp=float(self.timestamps[i]), image=read_image(self._left[i], self.camera),
                       camera=self.camera, source=str(self._left[i]))
         attach_right(self, frame, self._right, i)
         return frame

@@ -2,7 +2,9 @@
 
 Colour: H x W x 3 uint8 RGB (grayscale is replicated to three channels,
 OpenCV's BGR is swapped). Depth: H x W float32 metres, 0 = no measurement.
-Unreadable, corrupt or truncated files raise :class:`~slam.errors.CorruptFrameError`.
+Unreadable, corrupt or truncated files, and images whose size is not the
+camera's (:func:`check_size`), raise :class:`~slam.errors.CorruptFrameError`:
+the frame is skipped with that reason.
 """
 
 from __future__ import annotations
@@ -58,6 +60,15 @@ def read_depth(path: str | Path, scale: float = TUM_DEPTH_SCALE) -> np.ndarray:
         shape = "x".join(str(s) for s in img.shape)
         raise CorruptFrameError(path, f"depth must be a 16-bit single-channel image, found {img.dtype} {shape}")
     return img.astype(np.float32) / np.float32(scale)
+
+
+def check_size(path: str | Path, image: np.ndarray, width: int, height: int, what: str = "image") -> np.ndarray:
+    """``image`` when it is ``width`` x ``height`` pixels (the camera's), else :class:`CorruptFrameError`
+    naming ``path`` and both sizes (pixels read at the wrong size would not line up with the camera)."""
+    h, w = image.shape[:2]
+    if (w, h) != (int(width), int(height)):
+        raise CorruptFrameError(path, f"{what} is {w}x{h} but the camera is {int(width)}x{int(height)}")
+    return image
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

@@ -34,10 +34,11 @@ from slam.datasets.base import (
     attach_right,
     camera_override,
     packaged_camera_file,
+    read_image,
 )
-from slam.datasets.images import image_size, read_rgb
+from slam.datasets.images import image_size
 from slam.datasets.textfiles import column_floats, read_rows
-from slam.errors import DataError
+from slam.errors import CorruptFrameError, DataError
 from slam.geometry.camera import PinholeCamera
 from slam.records import Frame, StereoRig
 from slam.trajectory import read_kitti
@@ -57,6 +58,22 @@ def published_camera_file(sequence: str) -> str | None:
     return "kitti_00-02.yaml" if n <= 2 else "kitti_03.yaml" if n == 3 else "kitti_04-12.yaml"
 
 
+def common_image_size(paths: list[Path], samples: int = 5) -> tuple[int, int]:
+    """(width, height) most of ``samples`` images spread over ``paths`` have (one odd-sized image, even the
+    first, does not set the camera's size; it is skipped when read). Unreadable samples are passed over;
+    :class:`CorruptFrameError` when none can be read."""
+    picks = sorted({round(k * (len(paths) - 1) / max(samples - 1, 1)) for k in range(samples)})
+    sizes, error = [], None
+    for k in picks:
+        try:
+            sizes.append(image_size(paths[k]))
+        except CorruptFrameError as e:
+            error = e
+    if not sizes:
+        raise error
+    return max(sizes, key=lambda s: (sizes.count(s), -sizes.index(s)))
+
+
 def _intrinsics(P: np.ndarray) -> tuple[float, float, float, float]:
     """fx, fy, cx, cy of a rectified 3x4 projection matrix."""
     return float(P[0, 0]), float(P[1, 1]), float(P[0, 2]), float(P[1, 2])
@@ -64,15 +81,31 @@ def _intrinsics(P: np.ndarray) -> tuple[float, float, float, float]:
 
 def read_calib(path: Path) -> dict[str, np.ndarray]:
     """``calib.txt``: ``{"P0": 3x4, "P1": 3x4, ...}`` (any ``KEY: 12 numbers`` lines)."""
+    return read_calib_lines(path)[0]
+
+
+def read_calib_lines(path: Path) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """:func:`read_calib` and the line of each key (for error messages)."""
     rows, lines = read_rows(path, 13)
     out: dict[str, np.ndarray] = {}
+    where: dict[str, int] = {}
     for r, n in zip(rows, lines):
         if not r[0].endswith(":"):
             raise DataError(path, f"expected 'KEY: 12 numbers', found {' '.join(r)[:60]!r}", line=n)
         out[r[0][:-1]] = column_floats(path, [r], [n], slice(1, 13)).reshape(3, 4)
+        where[r[0][:-1]] = n
     if "P0" not in out:
         raise DataError(path, "no P0 (left camera projection matrix)")
-    return out
+    return out, where
+
+
+def calib_camera(path: Path, lines: dict[str, int], key: str, P: np.ndarray, width: int, height: int) -> PinholeCamera:
+    """The camera of projection matrix ``key`` of calib.txt; one :class:`PinholeCamera` refuses (fx or fy not
+    positive, ...) is a :class:`DataError` at the key's line, as in camera files."""
+    try:
+        return PinholeCamera(width, height, *_intrinsics(P))
+    except ValueError as e:
+        raise DataError(path, f"{key}: {e}", line=lines.get(key)) from None
 
 
 def _cross_check(cam: PinholeCamera, published: PinholeCamera, calib_path: Path) -> None:
@@ -102,7 +135,7 @@ class KittiSequence(Sequence):
         self._check_timestamps(times, column_floats(times, rows, lines, 0), lines)
         self._left = self._image_paths("image_0", times, lines)
         calib_path = self.seq_dir / "calib.txt"
-        calib = read_calib(calib_path) if calib_path.is_file() else None
+        calib, self._calib_lines = read_calib_lines(calib_path) if calib_path.is_file() else (None, {})
         self.camera = camera_override(self.seq_dir, self.root) or self._own_camera(calib, calib_path)
         self._right = None
         if (self.seq_dir / "image_1").is_dir():
@@ -140,9 +173,9 @@ class KittiSequence(Sequence):
     def _own_camera(self, calib: dict[str, np.ndarray] | None, calib_path: Path) -> PinholeCamera:
         """The camera of calib.txt's P0 (cross-checked), else the published one of this sequence number."""
         published = self._published()
-        w, h = image_size(self._left[0])
+        w, h = common_image_size(self._left)
         if calib is not None:
-            cam = PinholeCamera(w, h, *_intrinsics(calib["P0"]))
+            cam = calib_camera(calib_path, self._calib_lines, "P0", calib["P0"], w, h)
             if published is not None:
                 _cross_check(cam, published[0], calib_path)
             return cam
@@ -179,8 +212,9 @@ class KittiSequence(Sequence):
             P1 = calib.get("P1")
             if P1 is None:
                 raise DataError(self.seq_dir / "calib.txt", "image_1/ exists but there is no P1")
+            right = calib_camera(self.seq_dir / "calib.txt", self._calib_lines, "P1", P1, self.camera.width,
+                                 self.camera.height)
             baseline = float(-P1[0, 3] / P1[0, 0])
-            right = PinholeCamera(self.camera.width, self.camera.height, *_intrinsics(P1))
         T_l_r = np.eye(4)
         T_l_r[0, 3] = baseline
         self.stereo = StereoRig(right=right, T_l_r=T_l_r)
@@ -201,7 +235,7 @@ class KittiSequence(Sequence):
 
     # ----------------------------------------------------------------- frames
     def _read_frame(self, i: int) -> Frame:
-        frame = Frame(index=i, timestamp=float(self.timestamps[i]), image=read_rgb(self._left[i]),
+        frame = Frame(index=i, timestamp=float(self.timestamps[i]), image=read_image(self._left[i], self.camera),
                       camera=self.camera, source=str(self._left[i]))
         attach_right(self, frame, self._right, i)
         return frame

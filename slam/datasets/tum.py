@@ -9,6 +9,8 @@ comments), ``rgb/*.png`` (8-bit colour), ``depth/*.png`` (16-bit, metres *
   ``max_dt`` seconds (default 0.02 s, as TUM's ``associate.py``), one-to-one,
   closest pairs first. A frame without a partner, or whose depth file is
   missing/unreadable, is delivered with ``depth=None`` and ``"depth_missing"``.
+* A colour or depth image whose size is not the camera's raises
+  :class:`~slam.errors.CorruptFrameError` (the frame is skipped, with that reason).
 * Ground truth is interpolated at the colour timestamps; frames whose
   bracketing poses are more than ``gt_max_gap`` s apart get none.
 * Camera: ``camera.yaml`` in the folder, else TUM's published intrinsics for
@@ -25,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from slam.datasets import register
-from slam.datasets.base import GT_MAX_GAP_S, Sequence, camera_override, packaged_camera
-from slam.datasets.images import TUM_DEPTH_SCALE, read_depth, read_rgb
+from slam.datasets.base import GT_MAX_GAP_S, Sequence, camera_override, packaged_camera, read_image
+from slam.datasets.images import TUM_DEPTH_SCALE, check_size, read_depth
 from slam.datasets.textfiles import check_files_exist, read_image_list
 from slam.errors import CorruptFrameError
 from slam.geometry.camera import PinholeCamera
@@ -129,12 +131,14 @@ class TumSequence(Sequence):
 
     # ----------------------------------------------------------------- frames
     def _read_frame(self, i: int) -> Frame:
-        frame = Frame(index=i, timestamp=float(self.timestamps[i]), image=read_rgb(self._rgb[i]),
+        frame = Frame(index=i, timestamp=float(self.timestamps[i]), image=read_image(self._rgb[i], self.camera),
                       camera=self.camera, source=str(self._rgb[i]))
         if self._depth is not None and self.load_depth:
             frame.depth = self._read_depth(i)
             if frame.depth is None:
                 frame.flags.add("depth_missing")
+            else:  # depth at another size would be read at the wrong pixels: skip the frame
+                check_size(self._depth[i], frame.depth, self.camera.width, self.camera.height, "depth image")
         return frame
 
     def _read_depth(self, i: int) -> np.ndarray | None:

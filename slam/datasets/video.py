@@ -24,6 +24,7 @@ import numpy as np
 
 from slam.datasets import register
 from slam.datasets.base import Sequence, load_camera_yaml, packaged_camera
+from slam.datasets.images import check_size
 from slam.errors import CorruptFrameError, DataError
 from slam.geometry.camera import PinholeCamera
 from slam.records import Frame
@@ -133,5 +134,6 @@ class VideoSequence(Sequence):
         if not ok or bgr is None:
             raise CorruptFrameError(self.root, f"frame {i} cannot be decoded")
         image = cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB if bgr.ndim == 2 else cv2.COLOR_BGR2RGB)
-        return Frame(index=i, timestamp=float(self.timestamps[i]), image=image,
-                     camera=self.camera, source=f"{self.root}#{i}")
+        source = f"{self.root}#{i}"
+        check_size(source, image, self.camera.width, self.camera.height, f"frame {i}")
+        return Frame(index=i, timestamp=float(self.timestamps[i]), image=image, camera=self.camera, source=source)

@@ -621,3 +621,103 @@ def test_observation_table_lists_good_observations_by_point():
                 for k, i in m.points[pid].observations.items() if k in m.keyframes]
     assert list(zip(row.tolist(), kf.tolist(), kp.tolist())) == expected
     assert gone not in kf.tolist() and len(expected) > 100
+
+
+# ------------------------------------------------------------ oversized map files (issue 14 item 6)
+def peak_bytes_of(fn) -> tuple[object, int]:
+    """``fn()``'s result (or the DataError it raised) and the peak of Python/numpy allocations while it ran."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        try:
+            out = fn()
+        except DataError as e:
+            out = e
+        return out, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def write_with_zero_member(src, dst, name: str, n_bytes: int) -> None:
+    """``src``'s members copied to ``dst`` with member ``name`` (replaced or added) an int64 array of ``n_bytes``
+    of zeros, deflated while written (a few hundred KB on disk)."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zout:
+        for info in zin.infolist():
+            if info.filename != name + ".npy":
+                zout.writestr(info.filename, zin.read(info))
+        with zout.open(name + ".npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "<i8", "fortran_order": False, "shape": (n_bytes // 8,)})
+            chunk = bytes(1 << 22)
+            for _ in range(n_bytes // len(chunk)):
+                f.write(chunk)
+
+
+ZEROS = 1 << 27  # 128 MiB: what the old loader held in memory for such a member
+
+
+def test_huge_next_point_id_is_a_data_error_without_allocating(tmp_path):
+    path = tmp_path / "map.npz"
+    save_map(rich_map(), path)
+    meta = json.loads(str(map_to_arrays(rich_map())["meta"][()]))
+    meta["next_point_id"] = 10**13
+    rewrite(path, meta=np.array(json.dumps(meta)))
+    err, peak = peak_bytes_of(lambda: load_map(path))  # was a MemoryError (point arrays reserved per id)
+    assert isinstance(err, DataError) and str(path) in str(err), err
+    assert "next_point_id 10000000000000 / next_kf_id 6 beyond what this loader accepts" in str(err)
+    assert peak < 8 << 20
+
+
+def test_member_larger_than_the_header_allows_is_refused_before_reading(tmp_path):
+    good, bad = tmp_path / "map.npz", tmp_path / "bad.npz"
+    save_map(rich_map(), good)
+    write_with_zero_member(good, bad, "erased_kf_id", ZEROS)
+    err, peak = peak_bytes_of(lambda: load_map(bad))  # was read whole (128 MiB), then refused for its shape
+    assert isinstance(err, DataError) and str(err).startswith(f"{bad}: member 'erased_kf_id' holds {ZEROS + 128} "
+                                                              "bytes, more than the"), err
+    assert peak < 8 << 20
+
+
+def test_unknown_member_is_not_read(tmp_path):
+    good, extra = tmp_path / "map.npz", tmp_path / "extra.npz"
+    m = rich_map()
+    save_map(m, good)
+    write_with_zero_member(good, extra, "junk", ZEROS)
+    m2, peak = peak_bytes_of(lambda: load_map(extra))  # was read whole (128 MiB) and dropped
+    assert isinstance(m2, Map), m2
+    assert_maps_equal(m, m2)
+    assert peak < 32 << 20
+
+
+def test_member_whose_array_header_claims_more_than_it_holds(tmp_path):
+    import io
+    import zipfile
+
+    good, bad = tmp_path / "map.npz", tmp_path / "bad.npz"
+    save_map(rich_map(), good)
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(bad, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            if info.filename == "replaced.npy":  # 2**40 rows declared, none there
+                head = np.lib.format.header_data_from_array_1_0(np.zeros((0, 2), np.int64))
+                buf = io.BytesIO()
+                np.lib.format.write_array_header_1_0(buf, {**head, "shape": (1 << 40, 2)})
+                data = buf.getvalue()
+            zout.writestr(info.filename, data)
+    err, peak = peak_bytes_of(lambda: load_map(bad))
+    assert isinstance(err, DataError) and "member 'replaced' declares shape (1099511627776, 2)" in str(err), err
+    assert peak < 8 << 20
+
+
+def test_members_expanding_far_beyond_the_file_are_refused(tmp_path, monkeypatch):
+    from slam.backbone.map import map_io
+
+    path = tmp_path / "map.npz"
+    save_map(rich_map(), path, compress=True)
+    load_map(path)  # within the limits
+    monkeypatch.setattr(map_io, "MIN_EXPANSION_BYTES", 0)
+    monkeypatch.setattr(map_io, "MAX_EXPANSION", 1)  # numpy's deflate makes this map 1.4x smaller
+    with pytest.raises(DataError, match=r"members decompress to \d+ bytes from a \d+-byte file"):
+        load_map(path)

@@ -52,6 +52,21 @@ def fisheye_charuco() -> Rendered:
     return _render_set(CHARUCO, FISHEYE, 13, seed=2, depth_m=(0.2, 0.3))
 
 
+# views over the centre half of the image (board corners inside 15-85% of the width and height), the board
+# farther away to fit: they do not reach the image corners
+CENTRE = (0.15, 0.15, 0.85, 0.85)
+
+
+@pytest.fixture(scope="session")
+def pinhole_centre() -> Rendered:
+    return _render_set(CHECKERBOARD, PINHOLE, 14, seed=0, within=CENTRE, depth_m=(0.56, 0.84))
+
+
+@pytest.fixture(scope="session")
+def fisheye_centre() -> Rendered:
+    return _render_set(CHECKERBOARD, FISHEYE, 14, seed=0, within=CENTRE, depth_m=(0.28, 0.49))
+
+
 @pytest.fixture(scope="session")
 def stereo_pair() -> tuple[Rendered, Rendered]:
     """Left and right views of the same board poses (the board in full view of both cameras)."""

@@ -19,9 +19,15 @@ CHARUCO = Board.parse("charuco:8x6:0.035:0.021:DICT_4X4_50")
 
 
 def board_poses(board: Board, camera: PinholeCamera, n: int, seed: int = 0, depth_m: tuple[float, float] = (0.4, 0.6),
-                margin_px: float = 12.0, others: tuple[tuple[PinholeCamera, np.ndarray], ...] = ()) -> list[np.ndarray]:
+                margin_px: float = 12.0, others: tuple[tuple[PinholeCamera, np.ndarray], ...] = (),
+                within: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)) -> list[np.ndarray]:
     """``n`` board -> camera poses (4x4) with every corner inside the image (and inside each of ``others``:
-    (camera, T_other_this) pairs), board centres spread over a 4x3 grid of the image, tilted 10-40 degrees."""
+    (camera, T_other_this) pairs), board centres spread over a 4x3 grid of the image, tilted 10-40 degrees.
+
+    ``within``: (left, top, right, bottom) fractions of the image that hold the board centres and corners
+    (the whole image by default)."""
+    x0, y0, x1, y1 = within
+    box = (x0 * camera.width, y0 * camera.height, x1 * camera.width, y1 * camera.height)
     rng = np.random.default_rng(seed)
     obj = board.object_points()
     centre = obj.mean(axis=0)
@@ -31,8 +37,8 @@ def board_poses(board: Board, camera: PinholeCamera, n: int, seed: int = 0, dept
         if len(poses) == n:
             return poses
         fu, fv = cells[len(poses) % len(cells)]
-        u = (0.15 + 0.7 * fu + rng.uniform(-0.08, 0.08)) * camera.width
-        v = (0.15 + 0.7 * fv + rng.uniform(-0.08, 0.08)) * camera.height
+        u = (x0 + (x1 - x0) * (0.15 + 0.7 * fu + rng.uniform(-0.08, 0.08))) * camera.width
+        v = (y0 + (y1 - y0) * (0.15 + 0.7 * fv + rng.uniform(-0.08, 0.08))) * camera.height
         axis = rng.normal(size=2)
         axis = np.array([*axis / np.linalg.norm(axis), 0.0])
         R = so3_exp(axis * np.radians(rng.uniform(10, 40))) @ so3_exp(np.array([0, 0, rng.uniform(-0.4, 0.4)]))
@@ -40,7 +46,8 @@ def board_poses(board: Board, camera: PinholeCamera, n: int, seed: int = 0, dept
         T = np.eye(4)
         T[:3, :3] = R
         T[:3, 3] = ray * rng.uniform(*depth_m) - R @ centre
-        if all(_sees_all(cam, T_o @ T, obj, margin_px) for cam, T_o in ((camera, np.eye(4)), *others)):
+        if (all(_sees_all(cam, T_o @ T, obj, margin_px) for cam, T_o in ((camera, np.eye(4)), *others))
+                and _inside(camera, T, obj, box)):
             poses.append(T)
     raise AssertionError("cannot place the board")
 
@@ -48,6 +55,19 @@ def board_poses(board: Board, camera: PinholeCamera, n: int, seed: int = 0, dept
 def _sees_all(camera: PinholeCamera, T_c_b: np.ndarray, obj: np.ndarray, margin_px: float) -> bool:
     uv, front = camera.project(obj @ T_c_b[:3, :3].T + T_c_b[:3, 3])
     return bool(front.all() and camera.in_image(uv, margin_px).all())
+
+
+def _inside(camera: PinholeCamera, T_c_b: np.ndarray, obj: np.ndarray, box: tuple[float, ...]) -> bool:
+    uv, _ = camera.project(obj @ T_c_b[:3, :3].T + T_c_b[:3, 3])
+    return bool(((uv >= box[:2]) & (uv <= box[2:])).all())
+
+
+def corner_undistortion_error_px(true: PinholeCamera, est: PinholeCamera) -> float:
+    """Largest difference (pixels, at the true focal length) between the rays the two cameras give the four
+    image corner pixels (where a lens model fitted from central views extrapolates)."""
+    w, h = true.width, true.height
+    uv = np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], np.float64)
+    return float(true.fx * np.abs(est.pixel_to_normalized(uv) - true.pixel_to_normalized(uv)).max())
 
 
 def render(board: Board, camera: PinholeCamera, T_c_b: np.ndarray, rng: np.random.Generator, blur: float = 0.7,

@@ -32,6 +32,9 @@ def test_stereo_recovers_baseline_rotation_and_rectifies(stereo_pair, tmp_path, 
     assert angle < 0.1
     np.testing.assert_allclose(np.array(d["T_left_right"]), T_L_R, atol=0.002)
     assert d["rms"] < 0.2 and d["pairs"] >= 11
+    for side in ("left", "right"):  # each camera's k3 decision and region coverage
+        assert d[side]["k3"].startswith(("fixed at 0 (auto)", "fitted (auto)"))
+        assert d[side]["region_coverage"]["grid"] == "4x4" and len(d[side]["region_coverage"]["regions"]) == 4
     # each camera's intrinsics, loadable as a camera file
     for side, r in (("left", left), ("right", right)):
         cam = PinholeCamera.from_dict(d[side])

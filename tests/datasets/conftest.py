@@ -20,9 +20,12 @@ def texture(seed: int, h: int = 48, w: int = 64, channels: int = 3) -> np.ndarra
 
 
 def write_tum_like(root: Path, n: int = 4, t0: float = 100.0, dt: float = 0.1, depth: bool = True,
-                   right: bool = False, gt: bool = True) -> np.ndarray:
-    """A tiny TUM-layout sequence: rgb/ depth/ (value 5000 = 1 m, left half 2 m) [right/] + lists + groundtruth."""
+                   right: bool = False, gt: bool = True, camera: bool = True) -> np.ndarray:
+    """A tiny TUM-layout sequence: rgb/ depth/ (value 5000 = 1 m, left half 2 m) [right/] + lists + groundtruth,
+    with ``camera.yaml`` (``CAM``, the images' 64x48) unless ``camera`` is False."""
     root.mkdir(parents=True, exist_ok=True)
+    if camera:
+        CAM.to_yaml(root / "camera.yaml")
     ts = t0 + dt * np.arange(n)
     lists = {"rgb": ["# timestamp filename"], "depth": ["# timestamp filename"], "right": ["# timestamp filename"]}
     for i, t in enumerate(ts):

@@ -129,3 +129,17 @@ def test_empty_times(tmp_path):
     (d / "times.txt").write_text("")
     with pytest.raises(DataError, match="no frames"):
         open_sequence(tmp_path)
+
+
+@pytest.mark.parametrize("line,key,bad", [(1, "P0", "P0: 0 0 32 0 0 700 24 0 0 0 1 0"),  # fx = 0
+                                          (2, "P1", "P1: 700 0 32 -378 0 -700 24 0 0 0 1 0")])  # fy < 0
+def test_calib_with_a_non_positive_focal_length_names_file_and_line(tmp_path, line, key, bad):
+    d = write_kitti(tmp_path, stereo=True)
+    lines = [P0, P1]
+    lines[line - 1] = bad
+    (d / "calib.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError) as e:
+        open_sequence(tmp_path)
+    assert e.value.path == d / "calib.txt" and e.value.line == line
+    assert str(e.value).startswith(f"{d / 'calib.txt'}:{line}: {key}: invalid camera (sizes and focal lengths "
+                                   "must be positive")

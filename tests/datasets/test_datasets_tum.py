@@ -66,14 +66,14 @@ def test_associate_one_to_one_closest_first():
 # ------------------------------------------------------------ cameras
 def test_camera_yaml_overrides(tmp_path):
     root = tmp_path / "rgbd_dataset_freiburg2_xyz"
-    write_tum_like(root)
+    write_tum_like(root, camera=False)
     assert open_sequence(root).camera.fx == 520.9  # fr2 from the folder name
     CAM.to_yaml(root / "camera.yaml")
     assert open_sequence(root).camera == CAM
 
 
 def test_unknown_sensor_falls_back_to_ros_default_with_warning(tmp_path, caplog):
-    write_tum_like(tmp_path / "my_sequence")
+    write_tum_like(tmp_path / "my_sequence", camera=False)
     with caplog.at_level(logging.WARNING, logger="slam.datasets.tum"):
         cam = open_sequence(tmp_path / "my_sequence").camera
     assert (cam.fx, cam.fy, cam.cx, cam.cy) == (525.0, 525.0, 319.5, 239.5)
@@ -81,7 +81,7 @@ def test_unknown_sensor_falls_back_to_ros_default_with_warning(tmp_path, caplog)
 
 
 def test_fr3_has_no_distortion(tmp_path):
-    write_tum_like(tmp_path / "fr3_office")
+    write_tum_like(tmp_path / "fr3_office", camera=False)
     cam = open_sequence(tmp_path / "fr3_office").camera
     assert (cam.fx, cam.fy) == (535.4, 539.2) and not cam.has_distortion
 

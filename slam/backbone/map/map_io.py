@@ -14,13 +14,22 @@ Layout (``K`` keyframes, ``F`` keypoints over all keyframes, ``P`` points, ``O``
 
 Writing goes to a temporary file in the same folder, fsync'd, then renamed over
 the target, so a crash mid-save leaves the previous file intact.
+
+Loading reads ``meta`` first and checks every member's size (from the zip
+directory, before anything is decompressed) against what the header's counts
+allow, the total against the file's size (``MAX_EXPANSION``: a zip bomb), and
+each member's own array header against its size, so a bad file is a
+:class:`DataError`, fast, and memory stays bounded. Members the format does not
+know are not read.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +41,19 @@ from slam.backbone.map.keyframe import KeyFrame
 from slam.backbone.map.map import Map
 from slam.backbone.map.mappoint import DESCRIPTOR_BYTES, MapPoint
 
+log = logging.getLogger(__name__)
+
 FORMAT = "slam-map"
 VERSION = 1
+
+# Limits of the loader (a file beyond them is refused before its arrays are read)
+MAX_POINT_IDS = 1 << 24  # next_point_id: point arrays are indexed by id, 113 bytes per id (1.9 GB at this limit)
+MAX_KEYFRAME_IDS = 1 << 24  # next_kf_id (bounds the erased-keyframe records)
+MAX_META_BYTES = 1 << 20  # the JSON header
+NPY_HEADER_BYTES = 1 << 16  # room for a member's own .npy header
+MAX_MEMBERS = 256  # zip entries (the format has 29)
+MAX_EXPANSION = 16  # members may decompress to this many times the file's size (numpy's deflate: ~1.5x) ...
+MIN_EXPANSION_BYTES = 64 << 20  # ... or to this many bytes, whichever is more
 
 # Features field -> (dtype, trailing shape)
 _FEATURE_FIELDS = {
@@ -138,16 +158,111 @@ def save_map(m: Map, path: str | Path, compress: bool = False) -> None:
 
 # ----------------------------------------------------------------- loading
 def load_map(path: str | Path) -> Map:
-    """Read a map file; a missing, truncated or inconsistent file raises :class:`DataError` naming it."""
+    """Read a map file; a missing, truncated, inconsistent or oversized file raises :class:`DataError` naming it."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "map file not found")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        with zipfile.ZipFile(path) as zf:
+            arrays = _read_members(zf, path)
+    except DataError:
+        raise
     except Exception as e:  # noqa: BLE001 - any reader failure (BadZipFile, EOFError, zlib, pickle refused) is bad data
         raise DataError(path, f"not a readable map file ({type(e).__name__}: {e})") from None
     return map_from_arrays(arrays, path)
+
+
+def _member_rows(meta: dict, path: Path) -> dict[str, int]:
+    """Most rows each member may hold, from the header's counts and id counters (checked against the limits)."""
+    try:
+        counts = meta["counts"]
+        K, F, P, O = (int(counts[k]) for k in ("keyframes", "features", "points", "observations"))
+        next_kf, next_pt = int(meta["next_kf_id"]), int(meta["next_point_id"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(path, f"malformed 'meta' entry ({type(e).__name__}: {e})") from None
+    if min(K, F, P, O, next_kf, next_pt) < 0:
+        raise DataError(path, f"negative counts or id counters in 'meta' ({K=}, {F=}, {P=}, {O=}, next_kf_id "
+                              f"{next_kf}, next_point_id {next_pt})")
+    if next_pt > MAX_POINT_IDS or next_kf > MAX_KEYFRAME_IDS:
+        raise DataError(path, f"next_point_id {next_pt} / next_kf_id {next_kf} beyond what this loader accepts "
+                              f"({MAX_POINT_IDS} / {MAX_KEYFRAME_IDS}: point arrays are indexed by id)")
+    if P > next_pt or K > next_kf:
+        raise DataError(path, f"'meta' counts {P} points and {K} keyframes but its id counters are "
+                              f"{next_pt} / {next_kf}")
+    rows = {"kf_id": K, "kf_frame_index": K, "kf_timestamp": K, "kf_T_c_w": K, "kf_parent": K, "kf_offsets": K + 1,
+            "covisibility": K * max(K - 1, 0), "loop_edges": K * max(K - 1, 0), "observations": O,
+            "replaced": next_pt, "erased_kf_id": next_kf, "erased_parent": next_kf, "erased_T_c_p": next_kf}
+    rows.update({"feat_" + name: F for name in _FEATURE_FIELDS})
+    rows.update({name: P for name in ("pt_id", "pt_position", "pt_normal", "pt_descriptor", "pt_distance",
+                                      "pt_counts", "pt_ref_kf", "pt_first_kf")})
+    return rows
+
+
+# bytes of one row of each member (dtype size x trailing shape)
+_ROW_BYTES = {"kf_id": 8, "kf_frame_index": 8, "kf_timestamp": 8, "kf_T_c_w": 128, "kf_parent": 8, "kf_offsets": 8,
+              "covisibility": 24, "loop_edges": 16, "observations": 24, "replaced": 16, "erased_kf_id": 8,
+              "erased_parent": 8, "erased_T_c_p": 128, "pt_id": 8, "pt_position": 24, "pt_normal": 24,
+              "pt_descriptor": DESCRIPTOR_BYTES, "pt_distance": 16, "pt_counts": 16, "pt_ref_kf": 8, "pt_first_kf": 8,
+              **{"feat_" + n: np.dtype(d).itemsize * int(np.prod(t, dtype=np.int64))
+                 for n, (d, t) in _FEATURE_FIELDS.items()}}
+
+
+def _read_npy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> np.ndarray:
+    """One member as an array, after checking that the size its own header declares fits in the member."""
+    name = info.filename[:-4]
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(f)
+        if dtype.hasobject:
+            raise DataError(path, f"member {name!r} holds Python objects (pickles are refused)")
+        n_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if all(d >= 0 for d in shape) else -1
+        if not 0 <= n_bytes <= info.file_size:
+            raise DataError(path, f"member {name!r} declares shape {shape} of {dtype} ({n_bytes} bytes) in "
+                                  f"{info.file_size} bytes")
+    with zf.open(info) as f:
+        return np.lib.format.read_array(f, allow_pickle=False)
+
+
+def _read_members(zf: zipfile.ZipFile, path: Path) -> dict[str, np.ndarray]:
+    """The members of a map file, each checked against the limits the header's counts give before it is read."""
+    infos = zf.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise DataError(path, f"{len(infos)} members in the file (a map file has {len(_ROW_BYTES) + 1})")
+    by_name = {i.filename[:-4]: i for i in infos if i.filename.endswith(".npy")}
+    meta_info = by_name.get("meta")
+    if meta_info is None:
+        raise DataError(path, "missing or malformed 'meta' entry")
+    if meta_info.file_size > MAX_META_BYTES:
+        raise DataError(path, f"'meta' entry of {meta_info.file_size} bytes (at most {MAX_META_BYTES})")
+    meta_a = _read_npy(zf, meta_info, path)
+    arrays = {"meta": meta_a}
+    try:
+        meta = json.loads(str(meta_a[()])) if meta_a.dtype.kind == "U" and meta_a.ndim == 0 else None
+    except json.JSONDecodeError:
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        return arrays  # map_from_arrays says what is wrong with the header
+    rows = _member_rows(meta, path)
+    total = meta_info.file_size
+    for name, info in by_name.items():
+        if name not in rows:
+            if name != "meta":
+                log.warning("%s: member %r is not part of the map format; not read", path, name)
+            continue
+        limit = rows[name] * _ROW_BYTES[name] + NPY_HEADER_BYTES
+        if info.file_size > limit:
+            raise DataError(path, f"member {name!r} holds {info.file_size} bytes, more than the {limit} that "
+                                  f"{rows[name]} rows (from the header's counts) take")
+        total += info.file_size
+    allowed = max(MIN_EXPANSION_BYTES, MAX_EXPANSION * path.stat().st_size)
+    if total > allowed:
+        raise DataError(path, f"members decompress to {total} bytes from a {path.stat().st_size}-byte file "
+                              f"(at most {allowed}): not a map file numpy wrote")
+    for name, info in by_name.items():
+        if name in rows:
+            arrays[name] = _read_npy(zf, info, path)
+    return arrays
 
 
 class _Reader:
@@ -227,6 +342,7 @@ def map_from_arrays(arrays: dict[str, np.ndarray], source: str | Path | None = N
     r.need(np.unique(kf_id).shape[0] == K and (K == 0 or kf_id.min() >= 0), "keyframe ids are not unique non-negative")
     r.need(np.unique(pt_id).shape[0] == P and (P == 0 or pt_id.min() >= 0), "point ids are not unique non-negative")
     r.need(next_kf > (kf_id.max() if K else -1) and next_pt > (pt_id.max() if P else -1), "id counters below used ids")
+    r.need(next_pt <= MAX_POINT_IDS, f"next_point_id {next_pt} beyond {MAX_POINT_IDS} (point arrays are indexed by id)")
     r.need(offsets[0] == 0 and offsets[-1] == F and bool(np.all(np.diff(offsets) >= 0)), "keyframe feature offsets are inconsistent")
     r.need(K == 0 or root in kf_id, f"root keyframe {root} is not in the file")
     r.ids_in(kf_parent, kf_id, "a keyframe parent", allow_none=True)
@@ -261,7 +377,7 @@ def map_from_arrays(arrays: dict[str, np.ndarray], source: str | Path | None = N
         m.keyframes[a].loop_edges.add(b)
 
     arr = m._arrays
-    arr.reserve(next_pt)
+    arr.reserve(int(pt_id.max()) + 1 if P else 0)  # rows of the points there are (new ids grow the arrays)
     for i, pid in enumerate(pt_id.tolist()):
         p = MapPoint(pid, pt_pos[i], pt_desc[i], int(pt_ref[i]), int(pt_first[i]), arrays=arr)
         m.points[pid] = p
