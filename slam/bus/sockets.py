@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
+from slam.bus.codec import BusMessageError
 from slam.bus.endpoints import Endpoint, EndpointError, check_bind, check_connect
 from slam.bus.keys import CurveClient, CurveServer
 
@@ -122,6 +123,40 @@ class BusSocket:
         except BaseException:
             self.close()
             raise
+
+    def recv_message(self, max_bytes: int, max_frames: int) -> list[zmq.Frame]:
+        """The frames of the next message (one is waiting), received part by part (``copy=False``).
+
+        Raises ``BusMessageError`` (``oversized``, ``too_many_frames``) as soon as the parts so far
+        exceed ``max_bytes`` together or number more than ``max_frames``, after receiving and
+        dropping the rest of the message one part at a time, so that the message's memory is
+        freed while it is read and never held as a list (``ZMQ_MAXMSGSIZE`` only bounds one part).
+        libzmq itself delivers a multipart message only once all of it has arrived: it holds the
+        whole message before the first part can be read; only authenticated peers (an ipc
+        folder of this user, CURVE keys) can make it do so.
+        """
+        sock = self.sock
+        frames: list[zmq.Frame] = []
+        total = 0
+        while True:
+            frame = sock.recv(zmq.NOBLOCK, copy=False)
+            total += len(frame)
+            frames.append(frame)
+            if not frame.more:
+                return frames
+            if total > max_bytes or len(frames) >= max_frames:
+                break  # the message goes on past a limit
+        n, more = len(frames), True
+        frames.clear()  # before draining: these parts are freed now
+        while more:  # parts of one message arrive together: the rest is there, no wait
+            frame = sock.recv(zmq.NOBLOCK, copy=False)
+            total += len(frame)
+            n += 1
+            more = frame.more
+            del frame
+        if total > max_bytes:
+            raise BusMessageError("oversized", f"{total} bytes in {n} parts > {max_bytes}")
+        raise BusMessageError("too_many_frames", f"{n} parts > {max_frames}")
 
     @property
     def endpoint(self) -> str:

@@ -218,6 +218,7 @@ def run(args: argparse.Namespace, spec: LaunchSpec, stop: threading.Event) -> di
     summary["bus"] = {"frames": asdict(rx.sub.stats), "poses": asdict(pub.stats), "end_of_stream": end}
     if client is not None:
         summary["inference"] = {"endpoint": client.endpoint, **asdict(client.stats), "down_at_end": client.down}
+        summary["inference"]["server_rejects"] = client.server_rejects  # what slam-infer refused, as it last said
         client.close()
     rx.sub.close()
     write_summary(args.out, summary)
