@@ -40,6 +40,7 @@ from nets.registry import create
 from slam.bus.codec import DEFAULT_MAX_MESSAGE_BYTES, Message
 from slam.bus.keys import KeyFileError, curve_server
 from slam.bus.rpc import RpcServer
+from slam.nodes.lifeline import watch_parent
 
 log = logging.getLogger("nets.server")
 
@@ -141,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    watch_parent()  # under a supervisor (slam-run --launch): stop when it is gone
     try:
         device = resolve_device(args.device)
         config: dict[str, Any] = {}
