@@ -130,3 +130,10 @@ def test_oversized_multipart_message_is_rejected_without_a_copy(server, raw):
     assert rejects["reject_reasons"]["oversized"] == 1, rejects
     grown_mb = (server.peak_rss_kb() - before) / 1024
     assert grown_mb < 1.5 * 80, f"peak grew {grown_mb:.0f} MB for an 80 MB message"
+
+
+def test_second_server_on_the_same_path_is_refused(server):
+    r = subprocess.run([sys.executable, "-m", "nets.server", "--bind", server.endpoint, "--device", "cpu"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "another process serves it" in r.stderr, r.stderr
+    assert server.rejects() is not None  # the first one still answers
