@@ -35,7 +35,8 @@ def die_with_parent(parent_pid: int, sig: int = signal.SIGTERM) -> None:
     """In a child between fork and exec (``Popen(preexec_fn=...)``): get ``sig`` when the parent dies.
 
     Linux only (elsewhere the node's :func:`watch_parent` does it); if the parent is already gone
-    (it died between fork and here), the signal is sent at once.
+    (it died between fork and here), the signal is sent at once. The kernel watches the parent
+    *thread* that started the child: the supervisor starts its children from its main loop.
     """
     if _LIBC is None or _LIBC.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
         return
@@ -50,7 +51,7 @@ def watch_parent(period_s: float = 0.5) -> threading.Thread | None:
     thread, or None when there is no supervisor to watch (a node started by hand).
     """
     try:
-        parent = int(os.environ.get(PARENT_ENV, ""))
+        parent = int(os.environ.pop(PARENT_ENV, ""))  # popped: a process this node starts has another parent
     except ValueError:
         return None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import time
@@ -176,6 +177,25 @@ def test_the_server_reports_its_rejections_to_the_client(ctx, server):
         assert client.server_rejects["reject_reasons"] == {"bad_json": 1, "too_many_frames": 1}
         assert "too_many_frames" in client.server_rejects["last_reject"] or "bad_json" in client.server_rejects["last_reject"]
     raw.close()
+
+
+def test_a_malformed_answer_is_rejected_and_the_client_goes_on(ctx):
+    """An answer numpy cannot shape ([0, 10**20]) made RpcClient.poll raise ValueError."""
+    fake = ctx.socket(zmq.ROUTER)  # a server that answers every request with the same bad message
+    fake.linger = 0
+    fake.bind("inproc://fake")
+    huge = {"v": 1, "topic": "heartbeat", "type": "heartbeat", "seq": 1, "stamp": 0.0, "meta": {},
+            "arrays": [{"name": "a", "dtype": "|u1", "shape": [0, 10**20]}]}
+    with RpcClient(ctx, "inproc://fake", heartbeat_s=0.01) as client:
+        end = time.monotonic() + 2
+        while client.stats.rejected == 0:
+            assert time.monotonic() < end, "no answer came back"
+            client.poll()
+            if fake.poll(10):
+                routing_id = fake.recv_multipart()[0]
+                fake.send_multipart([routing_id, b"heartbeat", json.dumps(huge).encode(), b""])
+        assert client.stats.reasons == {"bad_shape": 1}
+    fake.close()
 
 
 def test_no_server_submit_fails_fast_and_down_is_logged_once(ctx, ipc_dir, caplog):
