@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -171,3 +173,48 @@ def test_stale_run_folders_are_removed_and_live_ones_kept(tmp_path):
     # foreign: no owner file (not made by a supervisor that claims its folder): not ours to remove
     assert clean_stale_run_dirs(tmp_path) == [stale]
     assert not stale.exists() and live.is_dir() and foreign.is_dir()
+
+
+def _children_of(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_killed_launch_run_takes_its_processes_along_and_its_folder_is_cleaned(tmp_path, tum_path):
+    """slam-run --launch SIGKILLed: source, SLAM and slam-infer stop; the next start removes the socket folder."""
+    seq = tum_path
+    launch = tmp_path / "graph.yaml"
+    launch.write_text("endpoints:\n  frames: ipc://{run}/frames\n  poses: ipc://{run}/poses\n  inference: ipc://{run}/infer\n"
+                      "processes:\n  source: {kind: replay, realtime: true}\n  slam: {mode: rgbd}\n"
+                      "  inference: {enabled: true, device: cpu, restart: true}\n")
+    root = Path(tempfile.mkdtemp(prefix="runs-", dir="/tmp"))  # short (ipc paths), and only this run's folders
+    run = subprocess.Popen([PY, "-m", "slam.cli.run", "--launch", str(launch), str(seq), "--out", str(tmp_path / "out")],
+                           env={**os.environ, "TMPDIR": str(root)})
+    children: list[int] = []
+    try:
+        end = time.monotonic() + 60
+        while len(children) < 3:
+            assert time.monotonic() < end and run.poll() is None, "the launch run did not start its processes"
+            time.sleep(0.2)
+            children = _children_of(run.pid)
+        (run_dir,) = root.glob("slam-run-*")
+        time.sleep(0.5)  # the nodes are past their imports: handlers and parent watches in place, or nearly
+        assert run.poll() is None
+        run.kill()
+        run.wait()
+        assert not _wait_gone(children, 30.0), "processes outlived their SIGKILLed supervisor"
+        assert run_dir.is_dir()  # nobody cleaned up after the killed run...
+        assert clean_stale_run_dirs(root) == [run_dir] and not run_dir.exists()  # ...the next start does
+    finally:
+        run.kill()
+        for p in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+        shutil.rmtree(root, ignore_errors=True)
