@@ -6,6 +6,7 @@
 The config::
 
     max_batch: 8          # requests of one task answered in one forward pass
+    max_message_mb: 64    # a request larger than this (all parts together) is rejected
     models:
       - model: depth_cnn                    # a registered name (nets/models/), or package.module:Class
         checkpoint: nets/checkpoints/depth_cnn.pt   # local file + .json sidecar; none: untrained, said so
@@ -36,9 +37,10 @@ import yaml
 
 from nets.base import BaseModel, ModelError, load_checkpoint, resolve_device
 from nets.registry import create
-from slam.bus.codec import Message
+from slam.bus.codec import DEFAULT_MAX_MESSAGE_BYTES, Message
 from slam.bus.keys import KeyFileError, curve_server
 from slam.bus.rpc import RpcServer
+from slam.nodes.lifeline import watch_parent
 
 log = logging.getLogger("nets.server")
 
@@ -140,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    watch_parent()  # under a supervisor (slam-run --launch): stop when it is gone
     try:
         device = resolve_device(args.device)
         config: dict[str, Any] = {}
@@ -148,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                 config = yaml.safe_load(args.config.read_text()) or {}
             except (OSError, yaml.YAMLError) as e:
                 raise ConfigError(f"{args.config}: cannot read: {e}") from None
-            if not isinstance(config, dict) or set(config) - {"models", "max_batch"}:
-                raise ConfigError(f"{args.config}: expected a mapping with models and max_batch")
+            if not isinstance(config, dict) or set(config) - {"models", "max_batch", "max_message_mb"}:
+                raise ConfigError(f"{args.config}: expected a mapping with models, max_batch, max_message_mb")
         models = load_models(config, device, str(args.config or "config"))
         curve = None
         if args.curve_secret or args.curve_clients:
@@ -157,8 +160,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError("--curve-secret and --curve-clients go together")
             curve = curve_server(args.curve_secret, args.curve_clients)
         service = InferenceService(models)
+        max_mb = config.get("max_message_mb", DEFAULT_MAX_MESSAGE_BYTES / 2**20)
+        if isinstance(max_mb, bool) or not isinstance(max_mb, (int, float)) or not 0 < max_mb <= 2048:
+            raise ConfigError(f"{args.config}: max_message_mb must be a number of MB in (0, 2048], not {max_mb!r}")
         server = RpcServer(None, args.bind, name=args.name, version=VERSION, models=service.model_names(),
-                           curve=curve)
+                           curve=curve, max_bytes=int(max_mb * 2**20))
     except (ConfigError, ModelError, KeyFileError, ValueError) as e:
         print(f"slam-infer: error: {e}", file=sys.stderr)
         return 2
@@ -170,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             server.serve_batch(service.handle_batch, max_batch=max_batch, timeout_ms=100)
     finally:
         server.close()
-        log.info("stopped after %d answers", service.answered)
+        st = server.stats
+        log.info("stopped after %d answers; rejected %d messages %s", service.answered, st.rejected, st.reasons or "")
     return 0
 
 

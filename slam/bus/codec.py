@@ -27,7 +27,9 @@ PROTOCOL_VERSION = 1
 MAX_HEADER_BYTES = 64 * 1024  # a header is metadata only: shapes, dtypes, a camera, a few numbers
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 2**20  # all frames together; a 640x480 RGB-D frame is ~2.1 MB
 MAX_ARRAYS = 64
+MAX_FRAMES = MAX_ARRAYS + 2  # topic, header, one buffer per array
 MAX_NDIM = 8
+MAX_SEQ = 2**63 - 1  # sequence numbers and request ids are int64 on the wire
 # numpy dtype strings accepted on the wire: bool, integers, floats, complex; little-endian
 ALLOWED_DTYPES = frozenset(
     ["|b1", "|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8", "<f2", "<f4", "<f8", "<c8", "<c16"]
@@ -50,7 +52,7 @@ class BusMessageError(ValueError):
 
     def __init__(self, reason: str, detail: str = ""):
         self.reason = reason
-        self.detail = detail
+        self.detail = detail = detail[:300]  # the text may quote the wire; it is logged and reported
         super().__init__(f"{reason}: {detail}" if detail else reason)
 
 
@@ -124,7 +126,18 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _check_header(h: Any, topic_frame: memoryview, n_buffers: int) -> None:
+def _is_text(x: Any) -> bool:
+    """A string that encodes to UTF-8 (JSON escapes can smuggle in lone surrogates, which do not)."""
+    if not isinstance(x, str):
+        return False
+    try:
+        x.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_header(h: Any, topic_frame: memoryview, n_buffers: int, max_bytes: int) -> None:
     if not isinstance(h, dict):
         raise BusMessageError("bad_header", "header is not a JSON object")
     missing = [k for k in _HEADER_KEYS if k not in h]
@@ -132,12 +145,12 @@ def _check_header(h: Any, topic_frame: memoryview, n_buffers: int) -> None:
         raise BusMessageError("missing_field", f"header lacks {missing}")
     if not _is_int(h["v"]) or h["v"] != PROTOCOL_VERSION:
         raise BusMessageError("bad_version", f"protocol version {h['v']!r}, expected {PROTOCOL_VERSION}")
-    if not isinstance(h["topic"], str) or h["topic"].encode() != topic_frame:
+    if not _is_text(h["topic"]) or h["topic"].encode() != topic_frame:
         raise BusMessageError("bad_topic", "header topic differs from the topic frame")
-    if not isinstance(h["type"], str):
-        raise BusMessageError("bad_field", "type is not a string")
-    if not _is_int(h["seq"]):
-        raise BusMessageError("bad_field", "seq is not an integer")
+    if not _is_text(h["type"]):
+        raise BusMessageError("bad_field", "type is not a UTF-8 string")
+    if not _is_int(h["seq"]) or not 0 <= h["seq"] <= MAX_SEQ:
+        raise BusMessageError("bad_field", "seq is not an integer in 0..2**63-1")
     if not (_is_int(h["stamp"]) or isinstance(h["stamp"], float)) or not math.isfinite(float(h["stamp"])):
         raise BusMessageError("bad_field", "stamp is not a finite number")
     if not isinstance(h["meta"], dict):
@@ -149,25 +162,39 @@ def _check_header(h: Any, topic_frame: memoryview, n_buffers: int) -> None:
         raise BusMessageError("buffer_count", f"header lists {len(specs)} arrays, message has {n_buffers} buffers")
     names = set()
     for s in specs:
-        if not isinstance(s, dict) or not isinstance(s.get("name"), str) or s["name"] in names:
+        if not isinstance(s, dict) or not _is_text(s.get("name")) or s["name"] in names:
             raise BusMessageError("bad_arrays", "array entry without a unique string name")
         names.add(s["name"])
         if not isinstance(s.get("dtype"), str) or s["dtype"] not in ALLOWED_DTYPES:
             raise BusMessageError("bad_dtype", f"array {s['name']!r}: dtype {s.get('dtype')!r} not allowed")
         shape = s.get("shape")
         if not isinstance(shape, list) or len(shape) > MAX_NDIM or not all(_is_int(n) and n >= 0 for n in shape):
-            raise BusMessageError("bad_shape", f"array {s['name']!r}: shape {shape!r}")
+            raise BusMessageError("bad_shape", f"array {s['name']!r}: shape {str(shape)[:80]}")
+        # numpy refuses shapes whose extent overflows its index type even when a zero makes them empty
+        # ([0, 10**20]); bound the product of the non-zero extents by what a message may carry
+        if math.prod(max(n, 1) for n in shape) * _DTYPES[s["dtype"]].itemsize > max_bytes:
+            raise BusMessageError("bad_shape", f"array {s['name']!r}: shape {str(shape)[:80]} exceeds {max_bytes} bytes")
 
 
 def decode(frames: Sequence[Any], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Message:
     """The message of ``frames`` (``recv_multipart(copy=False)``'s ``zmq.Frame`` list, or bytes).
 
     Arrays are read-only views of the received buffers (zero copy). ``max_bytes`` bounds the
-    whole message. Raises ``BusMessageError`` on any deviation from the protocol.
+    whole message. Raises ``BusMessageError`` on any deviation from the protocol, and on
+    nothing else: whatever the bytes, a receiver only has to handle that one exception.
     """
+    try:
+        return _decode(frames, max_bytes)
+    except BusMessageError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a check this module lacks must not become a dead receiver
+        raise BusMessageError("malformed", f"{type(e).__name__}: {str(e)[:200]}") from None
+
+
+def _decode(frames: Sequence[Any], max_bytes: int) -> Message:
     if len(frames) < 2:
         raise BusMessageError("too_few_frames", f"{len(frames)} frame(s), need topic and header")
-    if len(frames) > MAX_ARRAYS + 2:
+    if len(frames) > MAX_FRAMES:
         raise BusMessageError("too_many_frames", f"{len(frames)} frames")
     bufs = [_buffer(f) for f in frames]
     total = sum(b.nbytes for b in bufs)
@@ -180,7 +207,7 @@ def decode(frames: Sequence[Any], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) ->
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise BusMessageError("bad_json", str(e)[:200]) from None
     try:
-        _check_header(h, bufs[0], len(bufs) - 2)
+        _check_header(h, bufs[0], len(bufs) - 2, max_bytes)
     except OverflowError:  # an integer too large for a float (stamp)
         raise BusMessageError("bad_field", "number out of range") from None
     arrays = {}

@@ -97,7 +97,20 @@ def check_bind(url: str, curve: bool) -> Endpoint:
                 os.makedirs(parent, mode=0o700, exist_ok=True)
             except OSError as e:
                 raise EndpointError(f"endpoint {url}: cannot create {parent}: {e.strerror}") from None
+        check_ipc_folder(url, parent)
     return ep
+
+
+def check_ipc_folder(url: str, folder: Path) -> None:
+    """Refuse a socket folder others could write to: whoever can create or replace the socket file
+    there can take the traffic (or the camera) of this endpoint."""
+    st = folder.stat()
+    if st.st_uid != os.getuid():
+        raise EndpointError(f"endpoint {url}: folder {folder} belongs to uid {st.st_uid}, not to this user "
+                            f"({os.getuid()}): its owner could replace the socket; use a folder of your own")
+    if st.st_mode & 0o022:
+        raise EndpointError(f"endpoint {url}: folder {folder} is writable by others (mode {st.st_mode & 0o777:o}): "
+                            f"they could replace the socket; use a folder of your own (chmod go-w, or a new one)")
 
 
 def check_connect(url: str) -> Endpoint:

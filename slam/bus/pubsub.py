@@ -17,6 +17,7 @@ import zmq
 
 from slam.bus.codec import (
     DEFAULT_MAX_MESSAGE_BYTES,
+    MAX_FRAMES,
     BusMessageError,
     Message,
     decode,
@@ -166,23 +167,24 @@ class Subscriber:
             wait = None if deadline is None else max(0, round((deadline - time.monotonic()) * 1e3))
             if not self._poller.poll(wait):
                 return None
-            msg = self._accept(sock.recv_multipart(zmq.NOBLOCK, copy=False))
+            msg = self._accept()
             if msg is None:
                 if deadline is not None and time.monotonic() >= deadline:
                     return None
                 continue
             while self.conflate and sock.get(zmq.EVENTS) & zmq.POLLIN:
-                newer = self._accept(sock.recv_multipart(zmq.NOBLOCK, copy=False))
+                newer = self._accept()
                 if newer is not None:
                     self.stats.dropped += 1
                     msg = newer
             return msg
 
-    def _accept(self, frames: list[zmq.Frame]) -> Message | None:
-        """Decode and count one received message; None if it is rejected or not ours."""
-        if self._topics and frames[0].bytes not in self._topics:
-            return None  # a longer topic that only shares our prefix
+    def _accept(self) -> Message | None:
+        """Receive, decode and count one message (one is waiting); None if it is rejected or not ours."""
         try:
+            frames = self._bus.recv_message(self.max_bytes, MAX_FRAMES)
+            if self._topics and frames[0].bytes not in self._topics:
+                return None  # a longer topic that only shares our prefix
             msg = decode(frames, self.max_bytes)
         except BusMessageError as e:
             self.stats.reject(e, self.endpoint, log)

@@ -3,7 +3,9 @@
 A request is a bus message whose ``seq`` is the request id; the answer carries the same id,
 the server's name and version in ``meta["server"]``, and failures as a message of type
 ``"error"`` with ``meta["error"]`` (never an exception across the wire). A ``"heartbeat"``
-request is answered by the server itself with its name, version and models.
+request is answered by the server itself with its name, version and models. Every answer's
+``meta["server"]`` also carries what the server has rejected (``rejected``, ``reject_reasons``:
+count per reason, ``last_reject``), so the client knows of malformed or hostile traffic.
 
 The client never waits: ``submit`` returns at once (``None`` when the request cannot be
 queued, e.g. no server is connected), ``poll`` returns what has come back. An answer after
@@ -27,6 +29,7 @@ import zmq
 from slam.bus import topics
 from slam.bus.codec import (
     DEFAULT_MAX_MESSAGE_BYTES,
+    MAX_FRAMES,
     BusMessageError,
     Message,
     decode,
@@ -132,7 +135,7 @@ class RpcServer:
         sock = self._bus.sock
         if not sock.poll(timeout_ms, zmq.POLLIN):
             return False
-        taken = self._take(sock.recv_multipart(zmq.NOBLOCK, copy=False))
+        taken = self._take()
         if taken is not None:
             routing_id, request = taken
             try:
@@ -157,7 +160,7 @@ class RpcServer:
         n = 0
         while n < max_batch and sock.get(zmq.EVENTS) & zmq.POLLIN:
             n += 1
-            taken = self._take(sock.recv_multipart(zmq.NOBLOCK, copy=False))
+            taken = self._take()
             if taken is not None:
                 batch.append(taken)
         if not batch:
@@ -172,9 +175,10 @@ class RpcServer:
             self._reply(routing_id, request, answer)
         return n
 
-    def _take(self, frames: list[zmq.Frame]) -> tuple[bytes, Message] | None:
-        """The routing id and request of a received message; None if rejected or a heartbeat (answered here)."""
+    def _take(self) -> tuple[bytes, Message] | None:
+        """Receive one message: its routing id and request; None if rejected or a heartbeat (answered here)."""
         try:
+            frames = self._bus.recv_message(self.max_bytes, MAX_FRAMES + 1)  # + the routing id
             if len(frames) < 3:
                 raise BusMessageError("too_few_frames", f"{len(frames)} frame(s) with the routing id")
             request = decode(frames[1:], self.max_bytes)
@@ -184,17 +188,22 @@ class RpcServer:
         self.stats.received += 1
         routing_id = frames[0].bytes
         if request.type == topics.HEARTBEAT:
-            server = {**self.info, "models": self.models}
+            server = {**self.server_meta(), "models": self.models}
             self._send(routing_id, Message(request.topic, topics.HEARTBEAT, request.seq, request.stamp, {"server": server}))
             return None
         return routing_id, request
+
+    def server_meta(self) -> dict:
+        """``meta["server"]`` of every answer: name, version and what this server has rejected so far."""
+        st = self.stats
+        return {**self.info, "rejected": st.rejected, "reject_reasons": dict(st.reasons), "last_reject": st.last_reject}
 
     def _reply(self, routing_id: bytes, request: Message, answer: Message | BaseException) -> None:
         """Send the handler's answer, or an error answer when it raised, returned an exception or a non-message."""
         if not isinstance(answer, (Message, BaseException)):
             answer = TypeError(f"handler returned {type(answer).__name__}, not a Message")
         if isinstance(answer, Message):
-            answer = replace(answer, topic=request.topic, seq=request.seq, meta={**answer.meta, "server": self.info})
+            answer = replace(answer, topic=request.topic, seq=request.seq, meta={**answer.meta, "server": self.server_meta()})
             try:
                 self._send(routing_id, answer)
                 return
@@ -206,7 +215,7 @@ class RpcServer:
             self._error_kinds.add(kind)
             log.warning("%s: request %r failed: %s: %s (further %s errors are only counted)",
                         self.endpoint, request.type, kind, answer, kind)
-        meta = {"error": f"{kind}: {answer}", "server": self.info}
+        meta = {"error": f"{kind}: {answer}", "server": self.server_meta()}
         self._send(routing_id, Message(request.topic, topics.ERROR, request.seq, request.stamp, meta))
 
     def _send(self, routing_id: bytes, answer: Message) -> None:
@@ -294,6 +303,8 @@ class RpcClient:
         self.max_bytes = max_bytes
         self.stats = RpcStats()
         self.server_info: dict | None = None  # the last heartbeat's answer: name, version, models
+        # what the server reported rejecting, from its latest answer: rejected, reject_reasons, last_reject
+        self.server_rejects: dict | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self._expired: dict[int, _Pending] = {}  # timed out, reported; a late answer may still come
@@ -342,8 +353,8 @@ class RpcClient:
         out: list[RpcResult] = []
         sock = self._bus.sock
         while sock.get(zmq.EVENTS) & zmq.POLLIN:
-            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             try:
+                frames = self._bus.recv_message(self.max_bytes, MAX_FRAMES)
                 reply = decode(frames, self.max_bytes)
             except BusMessageError as e:
                 self.stats.reject(e, self.endpoint, log)
@@ -375,6 +386,9 @@ class RpcClient:
         if p is None:
             self.stats.unknown += 1
             return
+        server = reply.meta.get("server")
+        if isinstance(server, dict) and isinstance(server.get("rejected"), int):
+            self.server_rejects = {k: server.get(k) for k in ("rejected", "reject_reasons", "last_reject")}
         r = p.result
         r.received = time.monotonic()
         r.reply = reply

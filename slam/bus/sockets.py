@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import logging
+import os
+import socket
 import threading
+import time
 from collections.abc import Sequence
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
+from slam.bus.codec import BusMessageError
 from slam.bus.endpoints import Endpoint, EndpointError, check_bind, check_connect
 from slam.bus.keys import CurveClient, CurveServer
 
@@ -50,6 +56,54 @@ def _release_auth(ctx: zmq.Context) -> None:
             auth.stop()
 
 
+def claim_ipc_path(url: str, path: str) -> int:
+    """Hold ``path + ".lock"`` (flock) for the socket file ``path``; the lock's file descriptor.
+
+    libzmq binding an ipc path that another process serves replaces the socket file without a
+    word and takes its new connections. Refused here: the lock is held (a live server of this
+    version), or a plain connect to the socket file succeeds (any other live server). A socket
+    file nobody answers on is a stale one (a killed run) and is replaced.
+    """
+    lock = path + ".lock"
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise EndpointError(f"cannot bind {url}: cannot open {lock}: {e.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
+            raise EndpointError(f"cannot bind {url}: another process serves it (it holds {lock}); "
+                                "stop it or choose another path") from None
+        raise EndpointError(f"cannot bind {url}: cannot lock {lock}: {e.strerror}") from None
+    # a listener without the lock: a server that does not take it, or one of ours closing (libzmq closes
+    # sockets in its I/O thread, a moment after close()): give the latter a second to go
+    end = time.monotonic() + 1.0
+    while _listening(path):
+        if time.monotonic() > end:
+            os.close(fd)
+            raise EndpointError(f"cannot bind {url}: another process is listening on {path}; "
+                                "stop it or choose another path")
+        time.sleep(0.05)
+    return fd
+
+
+def _listening(path: str) -> bool:
+    """Someone accepts connections on the Unix socket file ``path``."""
+    if not os.path.exists(path):
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(0.5)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False  # refused or not a socket: nobody serves it (a stale file libzmq replaces)
+    finally:
+        probe.close()
+    return True
+
+
 class BusSocket:
     """A zmq socket bound or connected to endpoints, with linger 0, fast reconnects and optional CURVE.
 
@@ -83,6 +137,7 @@ class BusSocket:
         self.curve = curve
         self.sock = self.ctx.socket(kind)
         self._auth = False
+        self._locks: list[int] = []  # ipc path locks held while bound
         self.endpoints: list[str] = []
         try:
             self.sock.setsockopt(zmq.LINGER, 0)
@@ -109,6 +164,8 @@ class BusSocket:
                 self.sock.curve_serverkey = curve.server_key
             for ep in checked:
                 if bind:
+                    if ep.transport == "ipc" and not ep.path.startswith("@") and ep.path != "*":
+                        self._locks.append(claim_ipc_path(ep.url, ep.path))
                     self.sock.bind(ep.url)
                     self.endpoints.append(self.sock.getsockopt_string(zmq.LAST_ENDPOINT))
                 else:
@@ -123,6 +180,40 @@ class BusSocket:
             self.close()
             raise
 
+    def recv_message(self, max_bytes: int, max_frames: int) -> list[zmq.Frame]:
+        """The frames of the next message (one is waiting), received part by part (``copy=False``).
+
+        Raises ``BusMessageError`` (``oversized``, ``too_many_frames``) as soon as the parts so far
+        exceed ``max_bytes`` together or number more than ``max_frames``, after receiving and
+        dropping the rest of the message one part at a time, so that the message's memory is
+        freed while it is read and never held as a list (``ZMQ_MAXMSGSIZE`` only bounds one part).
+        libzmq itself delivers a multipart message only once all of it has arrived: it holds the
+        whole message before the first part can be read; only authenticated peers (an ipc
+        folder of this user, CURVE keys) can make it do so.
+        """
+        sock = self.sock
+        frames: list[zmq.Frame] = []
+        total = 0
+        while True:
+            frame = sock.recv(zmq.NOBLOCK, copy=False)
+            total += len(frame)
+            frames.append(frame)
+            if not frame.more:
+                return frames
+            if total > max_bytes or len(frames) >= max_frames:
+                break  # the message goes on past a limit
+        n, more = len(frames), True
+        frames.clear()  # before draining: these parts are freed now
+        while more:  # parts of one message arrive together: the rest is there, no wait
+            frame = sock.recv(zmq.NOBLOCK, copy=False)
+            total += len(frame)
+            n += 1
+            more = frame.more
+            del frame
+        if total > max_bytes:
+            raise BusMessageError("oversized", f"{total} bytes in {n} parts > {max_bytes}")
+        raise BusMessageError("too_many_frames", f"{n} parts > {max_frames}")
+
     @property
     def endpoint(self) -> str:
         """The first endpoint, as bound (a ``tcp://...:*`` port resolved)."""
@@ -131,6 +222,8 @@ class BusSocket:
     def close(self) -> None:
         if not self.sock.closed:
             self.sock.close(linger=0)
+        while self._locks:  # after the socket: the next server finds the path free
+            os.close(self._locks.pop())
         if self._auth:
             self._auth = False
             _release_auth(self.ctx)

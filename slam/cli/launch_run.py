@@ -21,6 +21,7 @@ from pathlib import Path
 
 from slam.errors import DataError
 from slam.nodes.launch import LaunchSpec, load_launch
+from slam.nodes.lifeline import RUN_DIR_PREFIX, claim_run_dir, clean_stale_run_dirs
 from slam.nodes.viewer import has_screen, stale_recordings
 from slam.nodes.supervisor import ProcessSpec, Supervisor
 
@@ -75,8 +76,10 @@ def run_launch(launch: Path, sequence: Path | None, out: Path, log_level: str = 
     if spec.viewer.enabled:  # a restarted viewer writes view-1.rrd, ...: start from none
         for old in stale_recordings(viewer_recording(spec, out)):
             old.unlink()
-    with tempfile.TemporaryDirectory(prefix="slam-run-") as tmp:
+    clean_stale_run_dirs()  # what a killed run left (slam.nodes.lifeline)
+    with tempfile.TemporaryDirectory(prefix=RUN_DIR_PREFIX) as tmp:
         run_dir = Path(tmp)  # ipc sockets of this run ({run} in the launch file)
+        claim_run_dir(run_dir)
         sup = Supervisor(process_specs(spec, run_dir, out, sequence, log_level, max_frames), log_dir=out / "logs")
         previous = {s: signal.signal(s, sup.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         try:

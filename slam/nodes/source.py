@@ -25,6 +25,7 @@ from slam.bus.pubsub import Publisher
 from slam.errors import DataError
 from slam.nodes.launch import LaunchSpec, load_launch
 from slam.nodes.common import bus_curve_server, setup_logging
+from slam.nodes.lifeline import watch_parent
 
 log = logging.getLogger("slam.nodes.source")
 
@@ -102,6 +103,7 @@ def _camera(spec: LaunchSpec, args: argparse.Namespace, pub: Publisher, stop: th
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level, "source")
+    watch_parent()  # stop if the supervisor is killed (slam.nodes.lifeline)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

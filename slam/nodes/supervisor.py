@@ -18,7 +18,10 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+
+from slam.nodes.lifeline import PARENT_ENV, die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +70,13 @@ class Supervisor:
         self._stop_requested = True
 
     def _start(self, c: _Child) -> None:
-        env = {**os.environ, **c.spec.env}
+        env = {**os.environ, **c.spec.env, PARENT_ENV: str(os.getpid())}  # children die with us: slam.nodes.lifeline
         out = None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             out = open(self.log_dir / f"{c.spec.name}.log", "ab")  # noqa: SIM115 - the child owns it
         c.proc = subprocess.Popen(c.spec.argv, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
-                                  start_new_session=True)
+                                  start_new_session=True, preexec_fn=partial(die_with_parent, os.getpid()))
         if out is not None:
             out.close()
         c.starts += 1

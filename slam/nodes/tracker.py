@@ -46,6 +46,7 @@ from slam.errors import DataError
 from slam.nodes.launch import LaunchSpec, load_launch
 from slam.backbone.map.map import Map
 from slam.nodes.common import bus_curve_server, inference_curve_client, setup_logging
+from slam.nodes.lifeline import watch_parent
 from slam.nodes.source import END_OF_STREAM
 from slam.outputs import FrameTimes, evaluate_run, save_run, write_summary
 from slam.backbone.system import System, warm_up_kernels
@@ -218,6 +219,7 @@ def run(args: argparse.Namespace, spec: LaunchSpec, stop: threading.Event) -> di
     summary["bus"] = {"frames": asdict(rx.sub.stats), "poses": asdict(pub.stats), "end_of_stream": end}
     if client is not None:
         summary["inference"] = {"endpoint": client.endpoint, **asdict(client.stats), "down_at_end": client.down}
+        summary["inference"]["server_rejects"] = client.server_rejects  # what slam-infer refused, as it last said
         client.close()
     rx.sub.close()
     write_summary(args.out, summary)
@@ -227,6 +229,7 @@ def run(args: argparse.Namespace, spec: LaunchSpec, stop: threading.Event) -> di
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level, "slam")
+    watch_parent()  # stop if the supervisor is killed (slam.nodes.lifeline)
     stop = threading.Event()
 
     def on_signal(*_: object) -> None:

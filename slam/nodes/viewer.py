@@ -57,6 +57,7 @@ from slam.bus.pubsub import Subscriber
 from slam.errors import DataError
 from slam.nodes.launch import LaunchSpec, load_launch
 from slam.nodes.common import setup_logging
+from slam.nodes.lifeline import watch_parent
 from slam.records import Frame
 
 log = logging.getLogger("slam.nodes.viewer")
@@ -262,6 +263,7 @@ def open_recording(record: Path | None, spawn: bool) -> Any:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level, "viewer")
+    watch_parent()  # stop if the supervisor is killed (slam.nodes.lifeline)
     stop = threading.Event()
 
     def on_signal(*_: object) -> None:

@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 #: 200 Hz lines of ~70 bytes need more than 115200 baud; USB CDC-ACM devices ignore the rate.
 DEFAULT_BAUD = 921600
 CLOCK_RESET_RUN = 50  # this many consecutive back-in-time samples that increase among themselves: a restarted clock
+# a sample whose time is this much (plus twice the host time elapsed) ahead of the previous one is not a
+# dropout but a jump of the IMU clock: a bogus stamp, dropped, or a clock set forward (CLOCK_RESET_RUN samples)
+JUMP_SLACK_S = 2.0
+DROPOUT_LOG_EVERY_S = 10.0  # after the first dropout warning, at most one per this many seconds (with a count)
 _USB_NAME = re.compile(r"^(ttyUSB\d+|ttyACM\d+|cu\.usb.*|tty\.usb.*)$")
 
 
@@ -121,6 +125,7 @@ class ImuStats:
     clock_resets: int = 0  # the IMU clock went back and stayed back (device restarted)
     dropouts: int = 0  # gaps in the sample times longer than max(5 median periods, 50 ms)
     dropout_s: float = 0.0  # their total length
+    time_jumps: int = 0  # samples stamped far ahead of what the host clock allows (a bogus time): dropped
     disconnects: int = 0  # the port failed (unplugged)
     reconnects: int = 0
     rate_hz: float | None = None  # median sample rate
@@ -191,6 +196,10 @@ class SerialImu:
         self._skip_long = False  # inside an over-long line: drop up to its end
         self._last_t_ns: int | None = None
         self._back_run: list[ImuSample] = []  # consecutive back-in-time samples (a restarted clock?)
+        self._jump_run: list[ImuSample] = []  # consecutive samples far ahead (a clock set forward? bogus stamps?)
+        self._dropout_logged = -np.inf  # host time of the last dropout warning
+        self._dropouts_quiet: list[float] = []  # dropouts since then, not logged one by one
+        self._jump_logged = False
         self._gaps: deque[float] = deque(maxlen=200)
         self._median_gap: float | None = None
         self._last_arrival = time.monotonic()
@@ -374,23 +383,49 @@ class SerialImu:
                 run.clear()
             run.append(s)
             if len(run) >= CLOCK_RESET_RUN:
-                self._clock_reset(arrival)
+                self._clock_reset(run, arrival)
             return
         self._back_run.clear()
+        if self._is_jump(s, arrival):
+            run = self._jump_run
+            if run and s.t_ns <= run[-1].t_ns:
+                run.clear()
+            run.append(s)
+            if len(run) >= CLOCK_RESET_RUN:
+                self._clock_reset(run, arrival)
+            return
+        if self._jump_run:  # the clock goes on where it was: those stamps were bogus
+            st.time_jumps += len(self._jump_run)
+            if not self._jump_logged:
+                self._jump_logged = True
+                log.warning("IMU %s: dropped %d sample(s) stamped %.3f s ahead of the IMU clock (a bogus time); "
+                            "further ones are only counted", self.name, len(self._jump_run),
+                            (self._jump_run[0].t_ns - self._last_t_ns) / 1e9)
+            self._jump_run.clear()
         self._accept(s, arrival)
 
-    def _clock_reset(self, arrival: float) -> None:
-        run, st = self._back_run, self._stats
-        log.warning("IMU %s: its clock went back by %.3f s and stays there (device restarted?); re-aligning",
-                    self.name, (self._last_t_ns - run[0].t_ns) / 1e9)
+    def _is_jump(self, s: ImuSample, arrival: float) -> bool:
+        """``s`` is further ahead of the last sample than the host clock can explain (not a dropout)."""
+        if self._last_t_ns is None:
+            return False
+        gap = (s.t_ns - self._last_t_ns) / 1e9
+        return gap > JUMP_SLACK_S + 2.0 * max(0.0, arrival - self._last_arrival)
+
+    def _clock_reset(self, run: list[ImuSample], arrival: float) -> None:
+        st = self._stats
+        step = (run[0].t_ns - self._last_t_ns) / 1e9
+        log.warning("IMU %s: its clock %s by %.3f s and stays there (device restarted?); re-aligning",
+                    self.name, "went back" if step < 0 else "jumped ahead", abs(step))
         st.clock_resets += 1
-        st.out_of_order -= len(run)
+        if step < 0:
+            st.out_of_order -= len(run)
         self._ring.clear()
         self.clock.reset()
         self._epoch += 1
         self._last_t_ns, self._gaps, self._median_gap = None, deque(maxlen=200), None
         samples = list(run)
-        run.clear()
+        self._back_run.clear()
+        self._jump_run.clear()
         for s in samples:
             self._accept(s, arrival)
 
@@ -402,8 +437,7 @@ class SerialImu:
             if limit is not None and gap > limit:
                 st.dropouts += 1
                 st.dropout_s += gap
-                log.warning("IMU %s: dropout of %.3f s (no samples between IMU times %.3f and %.3f s)",
-                            self.name, gap, self._last_t_ns / 1e9, s.t_ns / 1e9)
+                self._log_dropout(gap, s, arrival)
             else:
                 self._gaps.append(gap)
                 if len(self._gaps) >= 10 and (self._median_gap is None or len(self._gaps) % 20 == 0):
@@ -418,6 +452,18 @@ class SerialImu:
             log.warning("IMU %s: samples again after %.1f s", self.name, arrival - self._last_arrival)
             self._silent_warned = False
         self._last_arrival = arrival
+
+    def _log_dropout(self, gap: float, s: ImuSample, arrival: float) -> None:
+        """The first dropout, then at most one line per ``DROPOUT_LOG_EVERY_S`` with those not logged since."""
+        quiet = self._dropouts_quiet
+        if arrival - self._dropout_logged < DROPOUT_LOG_EVERY_S:
+            quiet.append(gap)
+            return
+        since = f"; {len(quiet)} more since the last such warning, {sum(quiet):.3f} s in all" if quiet else ""
+        log.warning("IMU %s: dropout of %.3f s (no samples between IMU times %.3f and %.3f s)%s",
+                    self.name, gap, self._last_t_ns / 1e9, s.t_ns / 1e9, since)
+        self._dropout_logged = arrival
+        quiet.clear()
 
     # ------------------------------------------------------------ consumer API
     def stats(self) -> ImuStats:

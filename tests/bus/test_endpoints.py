@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import stat
 
 import pytest
 
-from slam.bus import Publisher
+from slam.bus import Publisher, RpcServer
 from slam.bus.endpoints import (
     EndpointError,
     InsecureBindError,
@@ -58,3 +60,46 @@ def test_ipc_bind_creates_a_private_folder(ipc_dir, ctx):
 def test_bind_conflict_is_a_clear_error(ctx):
     with Publisher(ctx, "inproc://dup"), pytest.raises(EndpointError, match="cannot bind"):
         Publisher(ctx, "inproc://dup")
+
+
+def test_second_ipc_server_on_a_path_in_use_is_refused(ipc_dir, ctx):
+    """libzmq would replace the socket file and take the first server's new connections without a word."""
+    url = f"ipc://{ipc_dir}/infer"
+    first = RpcServer(ctx, url)
+    try:
+        with pytest.raises(EndpointError, match="another process serves it"):
+            RpcServer(None, url)  # another context, as another process would be
+    finally:
+        first.close()
+    RpcServer(ctx, url).close()  # free again once the first has closed
+
+
+def test_a_foreign_listener_on_the_path_is_refused_and_a_stale_file_replaced(ipc_dir, ctx):
+    path = ipc_dir / "infer"
+    other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # a server that takes no lock
+    other.bind(str(path))
+    other.listen()
+    try:
+        with pytest.raises(EndpointError, match="another process is listening"):
+            Publisher(ctx, f"ipc://{path}")
+    finally:
+        other.close()  # the file stays: what a killed server leaves
+    assert path.exists()
+    with Publisher(ctx, f"ipc://{path}") as pub:
+        assert pub.endpoint == f"ipc://{path}"
+
+
+def test_ipc_folder_writable_by_others_is_refused(ipc_dir, ctx):
+    shared = ipc_dir / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(EndpointError, match="writable by others"):
+        Publisher(ctx, f"ipc://{shared}/frames")
+    shared.chmod(0o700)
+    Publisher(ctx, f"ipc://{shared}/frames").close()
+
+
+def test_ipc_folder_of_another_user_is_refused(ipc_dir, ctx, monkeypatch):
+    monkeypatch.setattr(os, "getuid", lambda: os.stat(ipc_dir).st_uid + 1)  # as if another user ran us
+    with pytest.raises(EndpointError, match="belongs to uid"):
+        Publisher(ctx, f"ipc://{ipc_dir}/frames")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -77,6 +78,10 @@ def test_malformed_messages_are_rejected_counted_and_survived(ctx, ipc_dir):
         received = sub.stats.received
         bad = dict(MALFORMED)
         bad["oversized"] = [b"t", *encode(Message("t", "x", arrays={"a": np.zeros(600_000, np.uint8), "b": np.zeros(600_000, np.uint8)}))[1:]]
+        huge = {"v": 1, "topic": "t", "type": "x", "seq": 0, "stamp": 0.0, "meta": {},
+                "arrays": [{"name": "a", "dtype": "|u1", "shape": [0, 10**20]}]}
+        bad["bad_shape"] = [b"t", json.dumps(huge).encode(), b""]  # numpy's ValueError escaped recv() before
+        bad["too_many_frames"] = [b"t", b"{}", *[b""] * 100]
         for frames in bad.values():
             raw.send_multipart(frames)
             raw.send_multipart(probe)
@@ -84,7 +89,7 @@ def test_malformed_messages_are_rejected_counted_and_survived(ctx, ipc_dir):
             assert msg is not None and msg.meta == good.meta
         assert sub.stats.rejected == len(bad)
         assert sub.stats.received == received + len(bad)
-        assert "oversized" in sub.stats.reasons and "bad_json" in sub.stats.reasons
+        assert {"oversized", "bad_json", "bad_shape", "too_many_frames"} <= set(sub.stats.reasons)
     raw.close()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import time
@@ -53,7 +54,8 @@ def test_answer_within_deadline(ctx, server):
         assert r.ok and r.request_id == rid and not r.late and r.error is None
         assert r.stamp == 3.0 and r.type == "depth_request" and 0 <= r.latency_s < 1.0
         np.testing.assert_array_equal(r.reply.arrays["x"], 2 * np.arange(4.0))
-        assert r.reply.meta["frame"] == 1 and r.reply.meta["server"] == {"name": "depth", "version": "2"}
+        assert r.reply.meta["frame"] == 1 and r.reply.meta["server"] == {"name": "depth", "version": "2", "rejected": 0,
+                                                                        "reject_reasons": {}, "last_reject": ""}
         assert client.stats.answered == 1 and client.in_flight == 0
 
 
@@ -61,7 +63,8 @@ def test_heartbeat_reports_the_server(ctx, server):
     server.start(echo)
     with RpcClient(ctx, "inproc://infer", heartbeat_s=0.01) as client:
         results(client, lambda out: client.server_info is not None)
-        assert client.server_info == {"name": "depth", "version": "2", "models": ["monodepth"]}
+        assert client.server_info == {"name": "depth", "version": "2", "models": ["monodepth"], "rejected": 0,
+                                      "reject_reasons": {}, "last_reject": ""}
 
 
 def test_slow_answer_times_out_once_then_comes_late(ctx, server):
@@ -160,6 +163,39 @@ def test_malformed_requests_are_rejected_and_the_server_goes_on(ctx, server):
     assert raw.poll(50) == 0  # no answer to garbage
     raw.close()
     assert server.stats.rejected == 3 and set(server.stats.reasons) == {"too_few_frames", "bad_json", "missing_field"}
+
+
+def test_the_server_reports_its_rejections_to_the_client(ctx, server):
+    server.start(echo)
+    raw = ctx.socket(zmq.DEALER)
+    raw.linger = 0
+    raw.connect("inproc://infer")
+    raw.send_multipart([b"depth", b"{bad json"])
+    raw.send_multipart([b"depth", b"{}", *[b""] * 100])  # more parts than a message may have
+    with RpcClient(ctx, "inproc://infer", heartbeat_s=0.01) as client:
+        results(client, lambda out: (client.server_rejects or {}).get("rejected") == 2)
+        assert client.server_rejects["reject_reasons"] == {"bad_json": 1, "too_many_frames": 1}
+        assert "too_many_frames" in client.server_rejects["last_reject"] or "bad_json" in client.server_rejects["last_reject"]
+    raw.close()
+
+
+def test_a_malformed_answer_is_rejected_and_the_client_goes_on(ctx):
+    """An answer numpy cannot shape ([0, 10**20]) made RpcClient.poll raise ValueError."""
+    fake = ctx.socket(zmq.ROUTER)  # a server that answers every request with the same bad message
+    fake.linger = 0
+    fake.bind("inproc://fake")
+    huge = {"v": 1, "topic": "heartbeat", "type": "heartbeat", "seq": 1, "stamp": 0.0, "meta": {},
+            "arrays": [{"name": "a", "dtype": "|u1", "shape": [0, 10**20]}]}
+    with RpcClient(ctx, "inproc://fake", heartbeat_s=0.01) as client:
+        end = time.monotonic() + 2
+        while client.stats.rejected == 0:
+            assert time.monotonic() < end, "no answer came back"
+            client.poll()
+            if fake.poll(10):
+                routing_id = fake.recv_multipart()[0]
+                fake.send_multipart([routing_id, b"heartbeat", json.dumps(huge).encode(), b""])
+        assert client.stats.reasons == {"bad_shape": 1}
+    fake.close()
 
 
 def test_no_server_submit_fails_fast_and_down_is_logged_once(ctx, ipc_dir, caplog):

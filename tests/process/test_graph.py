@@ -69,6 +69,7 @@ def test_graph_over_ipc_matches_in_process_replay(synth_rgbd, tmp_path, mode):
           f"{s['timing_ms']['latency']['median']:.1f} ms median")
     assert ate < 0.02 and ate < ate_ref + 0.003
     assert s["processes"]["inference"]["starts"] == 1 and s["inference"]["heartbeats"] >= 2
+    assert s["inference"]["server_rejects"]["rejected"] == 0  # the server's own count, reported with heartbeats
 
 
 def test_tracking_goes_on_while_the_inference_server_is_killed_and_restarted(synth_rgbd, tmp_path):

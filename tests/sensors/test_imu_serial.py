@@ -222,3 +222,40 @@ def test_ring_buffer_keeps_the_newest_samples():
         assert np.all(np.diff(batch.t) > 0)
     finally:
         imu.close()
+
+
+def _run_stream(chunks, n_samples: int) -> SimpleNamespace:
+    imu = SerialImu(stream=ChunkStream([b"\n", *chunks])).start()
+    try:
+        assert wait_for(lambda: imu.stats().samples == n_samples)
+        time.sleep(0.05)  # nothing more comes
+        return imu.stats()
+    finally:
+        imu.close()
+
+
+def test_one_bogus_time_stamp_is_dropped_not_a_dropout(caplog):
+    """A stamp 4.6e9 s ahead used to count as a dropout of 4.6e9 s, then turned the clock over (a reset)."""
+    before = b"".join(imu_line(T0 + k * 5_000_000) for k in range(60))
+    bogus = imu_line(T0 + 4_600_000_000 * 10**9)
+    after = b"".join(imu_line(T0 + (60 + k) * 5_000_000) for k in range(60))
+    with caplog.at_level(logging.WARNING):
+        st = _run_stream([before, bogus, after], 120)
+    assert (st.dropouts, st.dropout_s, st.time_jumps, st.clock_resets, st.out_of_order) == (0, 0.0, 1, 0, 0)
+    assert "a bogus time" in caplog.text and "dropout" not in caplog.text
+
+
+def test_clock_set_forward_is_a_reset_not_a_dropout():
+    before = b"".join(imu_line(T0 + k * 5_000_000) for k in range(60))
+    after = b"".join(imu_line(T0 + 1000 * 10**9 + k * 5_000_000) for k in range(60))  # 1000 s ahead, and on from there
+    st = _run_stream([before, after], 120)
+    assert (st.clock_resets, st.dropouts, st.dropout_s, st.time_jumps) == (1, 0, 0.0, 0)
+
+
+def test_dropout_warnings_are_rate_limited_and_counted(caplog):
+    steady = [T0 + k * 5_000_000 for k in range(20)]
+    flapping = [steady[-1] + k * 100_000_000 for k in range(1, 301)]  # 300 gaps of 0.1 s: each a dropout
+    with caplog.at_level(logging.WARNING):
+        st = _run_stream([b"".join(imu_line(t) for t in steady + flapping)], 320)
+    assert st.dropouts == 300 and st.dropout_s == pytest.approx(30.0)
+    assert caplog.text.count("dropout of") == 1  # the first; the rest within DROPOUT_LOG_EVERY_S only counted
