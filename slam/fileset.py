@@ -33,6 +33,7 @@ from typing import BinaryIO, Callable
 log = logging.getLogger(__name__)
 
 _TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
+_LEGACY_TMP = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")  # tempfile.mkstemp's, as map_io made them before
 
 
 def tmp_path(path: Path) -> Path:
@@ -100,11 +101,11 @@ def remove_stale_temporaries(folder: Path, names: Callable[[str], bool]) -> list
     """
     removed = []
     for p in folder.iterdir() if folder.is_dir() else ():
-        m = _TMP.match(p.name)
+        m = _TMP.match(p.name) or _LEGACY_TMP.match(p.name)
         if m is None or not names(m["name"]) or not p.is_file():
             continue
-        pid = int(m["pid"])
-        if pid != os.getpid() and _alive(pid):
+        pid = int(m["pid"]) if "pid" in m.re.groupindex else None
+        if pid is not None and pid != os.getpid() and _alive(pid):
             continue
         p.unlink(missing_ok=True)
         removed.append(p.name)
@@ -126,9 +127,10 @@ def _alive(pid: int) -> bool:
 class FileSet:
     """Stage files of ``folder``, then :meth:`commit` them with a record naming each with size and SHA-256."""
 
-    def __init__(self, folder: str | Path, record: str = "summary.json"):
+    def __init__(self, folder: str | Path, record: str = "summary.json", owns: Callable[[str], bool] = lambda name: True):
         self.folder = Path(folder)
         self.record = record
+        self.owns = owns  # names this set may remove when the previous record named them and this set does not
         self.staged: dict[str, Path] = {}  # final name -> temporary
         self.files: dict[str, dict] = {}  # final name -> {"bytes", "sha256"}
 
@@ -164,7 +166,7 @@ class FileSet:
                 os.replace(tmp, self.folder / name)
             self.staged.clear()
             for name in old - set(self.files) - {self.record}:
-                if not _TMP.match(name) and "/" not in name and (self.folder / name).is_file():
+                if "/" not in name and self.owns(name) and (self.folder / name).is_file():
                     (self.folder / name).unlink()  # an output of the previous run this one does not have
             fsync_dir(self.folder)
             os.replace(record_tmp, record_path)

@@ -151,7 +151,7 @@ def save_run(out: Path, system: System, head: dict, n: int, skipped: list, times
         largest = kf_traj.largest_map()
     pt_maps = np.array([kf_maps.get(int(k), 0) for k in arrays["pt_ref_kf"]], np.int64)
     maps = []
-    fs = FileSet(out, SUMMARY)
+    fs = FileSet(out, SUMMARY, owns=is_output_name)
     try:
         for map_id in sorted(set(traj.map_ids.tolist()) | set(kf_traj.map_ids.tolist())):
             t_name, k_name = _file_names(map_id, largest)
@@ -338,7 +338,7 @@ def save_empty_run(out: Path, head: dict, live: dict, wall: float) -> dict:
     """Outputs of a live run that got no frame: empty trajectories and a summary saying why."""
     out = _ready(out)
     empty = Trajectory(np.zeros(0), np.zeros((0, 4, 4)))
-    fs = FileSet(out, SUMMARY)
+    fs = FileSet(out, SUMMARY, owns=is_output_name)
     try:
         fs.stage_text("trajectory.txt", format_tum(empty))
         fs.stage_text("keyframes.txt", format_tum(empty))

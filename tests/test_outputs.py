@@ -181,7 +181,9 @@ def _fork_save(out, system, kill_after_op: int | None = None) -> int:
         os._exit(0)
 
 
-def _count_ops(monkeypatch, out, system) -> int:
+def _count_ops(monkeypatch, out, old, new) -> int:
+    """File operations (fsync, rename, unlink) of a save of run ``new`` over the outputs of run ``old``."""
+    _save(out, old, 15)
     n = [0]
     for name in ("fsync", "replace", "unlink"):
         fn = getattr(os, name)
@@ -190,7 +192,7 @@ def _count_ops(monkeypatch, out, system) -> int:
             n[0] += 1
             return _fn(*a, **k)
         monkeypatch.setattr(os, name, op)
-    _save(out, system)
+    _save(out, new)
     monkeypatch.undo()
     return n[0]
 
@@ -209,11 +211,12 @@ def test_kill_during_save_leaves_the_old_or_the_new_set(runs, tmp_path, monkeypa
     new = _committed(ref)
     assert old and new and old["trajectory.txt"] != new["trajectory.txt"]
     whole = {name: {m["sha256"] for m in (old.get(name), new.get(name)) if m} for name in set(old) | set(new)}
-    n_ops = _count_ops(monkeypatch, tmp_path / "count", runs["B"])
+    n_ops = _count_ops(monkeypatch, tmp_path / "count", runs["A"], runs["B"])
     t0 = time.perf_counter()
     _save(tmp_path / "timing", runs["B"])
     save_s = time.perf_counter() - t0
 
+    print(f"\n  {n_ops} file operations in a save of {save_s * 1e3:.0f} ms")
     rng = random.Random(0)
     kills = [("op", k) for k in range(1, n_ops + 1)] + [("time", rng.uniform(0.0, 1.5 * save_s)) for _ in range(6)]
     seen = set()
@@ -242,3 +245,19 @@ def test_kill_during_save_leaves_the_old_or_the_new_set(runs, tmp_path, monkeypa
         assert _committed(out) == new
         assert sorted(p.name for p in out.iterdir()) == sorted([*new, "summary.json", "notes.txt"]), (how, when)
     assert seen == {"old", "new", "unfinished"}, seen
+
+
+def test_next_save_removes_temporaries_of_killed_saves_and_outputs_the_run_no_longer_has(runs, tmp_path):
+    _save(tmp_path, runs["B"])  # two maps: trajectory_map0.txt, keyframes_map0.txt
+    assert (tmp_path / "trajectory_map0.txt").is_file()
+    stale = [".map.npz.k2x_9qab.tmp",  # tempfile.mkstemp's name, as map_io made it before
+             ".map.npz.999999999.0123abcd.tmp", ".trajectory.txt.999999999.89abcdef.tmp"]  # no such pid
+    for name in stale:
+        (tmp_path / name).write_bytes(b"\0" * 4096)
+    mine = [".my-notes.tmp", "notes.txt", ".map.npz.mine"]  # the user's files: never touched
+    for name in mine:
+        (tmp_path / name).write_text("mine")
+    _save(tmp_path, runs["A"], 15)  # one map
+    files = _committed(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*files, "summary.json", *mine])
+    assert "trajectory_map0.txt" not in files
