@@ -127,12 +127,13 @@ class System:
 
     def _note_new_keyframes(self, frame: Frame) -> None:
         """Map id of the keyframes this frame's tracking created, and the colour of their keypoints."""
-        with self.map.lock:
-            for kf_id in range(len(self.keyframe_maps), self.map.next_kf_id):  # keyframe ids are 0, 1, 2, ...
-                self.keyframe_maps[kf_id] = self.tracker.map_id
-                kf = self.map.keyframes.get(kf_id)
-                if kf is not None and kf.frame_index == frame.index and frame.image is not None:
-                    self.keyframe_colours[kf_id] = keypoint_colours(frame.image, kf.features.uv)
+        # No map lock: only this thread creates keyframes (ids 0, 1, 2, ...), and local mapping may hold
+        # the lock for a whole BA, which would stall tracking here.
+        for kf_id in range(len(self.keyframe_maps), self.map.next_kf_id):
+            self.keyframe_maps[kf_id] = self.tracker.map_id
+            kf = self.map.keyframes.get(kf_id)
+            if kf is not None and kf.frame_index == frame.index and frame.image is not None:
+                self.keyframe_colours[kf_id] = keypoint_colours(frame.image, kf.features.uv)
 
     def shutdown(self) -> None:
         if self.threaded:
