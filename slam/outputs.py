@@ -135,7 +135,8 @@ def save_run(out: Path, system: System, head: dict, n: int, skipped: list, times
     """Write the run's files and a first ``summary.json`` (``head`` first) as one set; return the summary and trajectory.
 
     The caller adds the evaluation (:func:`evaluate_run`) and writes the summary again with :func:`write_summary`.
-    A kill at any point leaves the previous set or this one, never a mix that claims to be complete.
+    A kill at any point leaves the previous set or this one as summary.json describes it, or no summary.json
+    (an unfinished save), never a mix that claims to be complete; the next save removes the temporaries.
     """
     out = _ready(out)
     traj = run_trajectory(system)
