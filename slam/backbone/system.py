@@ -35,6 +35,18 @@ class _FrameRecord:
     timestamp: float
     ref_kf_id: int
     T_c_ref: np.ndarray  # frame pose relative to its reference keyframe
+    map_id: int = 0  # which map (Tracker.map_id): a reset starts a new one, in its own frame
+
+
+def keypoint_colours(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """(N, 3) uint8 RGB of an image (H x W x 3 RGB or H x W grey, uint8) at pixels ``uv`` (distorted, rounded)."""
+    h, w = image.shape[:2]
+    uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+    u = np.clip(np.rint(uv[:, 0]).astype(np.int64), 0, w - 1)
+    v = np.clip(np.rint(uv[:, 1]).astype(np.int64), 0, h - 1)
+    c = image[v, u]
+    c = np.repeat(c[:, None], 3, axis=1) if c.ndim == 1 else c[:, :3]
+    return np.clip(c, 0, 255).astype(np.uint8)
 
 
 def warm_up_kernels() -> None:
@@ -85,6 +97,9 @@ class System:
             self.mapper.start()
         self.records: list[_FrameRecord] = []
         self.results: list[FrameResult] = []
+        self.keyframe_maps: dict[int, int] = {}  # keyframe id -> map id
+        # keyframe id -> (N, 3) uint8 RGB of its keypoints, sampled from the frame's image (keyframes keep no image)
+        self.keyframe_colours: dict[int, np.ndarray] = {}
 
     def _insert_keyframe(self, kf) -> bool:
         if self.threaded:
@@ -105,8 +120,20 @@ class System:
         if res.state == State.OK and self.tracker.ref_kf is not None:
             ref = self.tracker.ref_kf
             T_c_w = inv_pose(res.T_w_c)
-            self.records.append(_FrameRecord(frame.index, frame.timestamp, ref.id, T_c_w @ ref.T_w_c))
+            self.records.append(_FrameRecord(frame.index, frame.timestamp, ref.id, T_c_w @ ref.T_w_c,
+                                             self.tracker.map_id))
+        self._note_new_keyframes(frame)
         return res
+
+    def _note_new_keyframes(self, frame: Frame) -> None:
+        """Map id of the keyframes this frame's tracking created, and the colour of their keypoints."""
+        # No map lock: only this thread creates keyframes (ids 0, 1, 2, ...), and local mapping may hold
+        # the lock for a whole BA, which would stall tracking here.
+        for kf_id in range(len(self.keyframe_maps), self.map.next_kf_id):
+            self.keyframe_maps[kf_id] = self.tracker.map_id
+            kf = self.map.keyframes.get(kf_id)
+            if kf is not None and kf.frame_index == frame.index and frame.image is not None:
+                self.keyframe_colours[kf_id] = keypoint_colours(frame.image, kf.features.uv)
 
     def shutdown(self) -> None:
         if self.threaded:

@@ -96,7 +96,9 @@ def run_launch(launch: Path, sequence: Path | None, out: Path, log_level: str = 
         return 1
     summary = json.loads(summary_path.read_text())
     summary["processes"] = {n: {"starts": c.starts, "exit_codes": c.exit_codes} for n, c in sup.children.items()}
-    summary_path.write_text(json.dumps(summary, indent=2))
+    from slam.outputs import write_summary
+
+    write_summary(out, summary)  # atomic, still naming every file with its checksum
     ev = summary.get("evaluation") or {}
     ate = f", ATE RMSE {ev['ate_rmse_m']:.4f} m ({ev['align']})" if ev else ""
     print(f"slam-run: {summary['frames']} frames, {len(summary['lost_frames'])} lost, "

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from slam.backbone.config import SlamConfig
 from slam.errors import DataError
-from slam.outputs import FrameTimes, evaluate_run, save_empty_run, save_run
+from slam.outputs import PLOT, FrameTimes, evaluate_run, prepare_out_dir, save_empty_run, save_run, write_summary
 from slam.replay import FramePipeline
 from slam.backbone.system import System
 
@@ -60,6 +60,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="decode all frames into memory first, to time the system as with a camera (no disk decoding)")
     p.add_argument("--sync-mapping", action="store_true",
                    help="run local mapping in the tracking thread after each keyframe: repeatable results, not real time")
+    p.add_argument("--plot", action="store_true",
+                   help=f"also write {PLOT}: the trajectory against ground truth and its ATE (sequences with one)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -160,8 +162,8 @@ def _write_outputs(args, seq, system: System, mode: str, n: int, skipped: list, 
                    wall: float) -> dict:
     head = {"sequence": str(args.sequence), "reader": type(seq).__name__, "mode": mode}
     summary, traj = save_run(args.out, system, head, n, skipped, times, wall)
-    summary["evaluation"] = evaluate_run(seq, traj, mode)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary["evaluation"] = evaluate_run(seq, traj, mode, plot=args.out / PLOT if args.plot else None)
+    write_summary(args.out, summary)
     return summary
 
 
@@ -256,13 +258,18 @@ def _run_live(args: argparse.Namespace) -> dict:
     summary, _ = save_run(args.out, system, head, n, skipped, times, wall)
     summary["evaluation"] = None
     summary["live"] = live
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_summary(args.out, summary)
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        prepare_out_dir(args.out)  # before the run, not after it
+    except DataError as e:
+        print(f"slam-run: error: {e}", file=sys.stderr)
+        return 2
     if args.launch is not None:
         from slam.cli.launch_run import run_launch
 

@@ -75,3 +75,25 @@ def test_sync_mapping_is_repeatable(tum_path, tmp_path):
         assert main([str(tum_path), "--out", str(out), "--no-progress", "--sync-mapping"]) == 0
         runs.append(read_tum(out / "trajectory.txt").poses)
     np.testing.assert_array_equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("under", [False, True])
+def test_out_that_is_a_file_is_refused_before_the_run(tum_path, tmp_path, capsys, monkeypatch, under):
+    import slam.cli.run as run_cli
+
+    started = []
+    monkeypatch.setattr(run_cli, "run", lambda args: started.append(args))
+    f = tmp_path / "file"
+    f.write_text("not a folder")
+    out = f / "out" if under else f
+    assert main([str(tum_path), "--out", str(out), "--no-progress"]) == 2
+    assert not started  # refused at start, not after tracking the whole sequence
+    assert str(f) in capsys.readouterr().err and f.read_text() == "not a folder"
+
+
+def test_plot_flag_writes_the_ate_plot_named_in_the_summary(tum_path, tmp_path):
+    assert main([str(tum_path), "--out", str(tmp_path), "--no-progress", "--plot"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    png = tmp_path / summary["evaluation"]["plot"]
+    assert png.name == "trajectory_ate.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert summary["files"][png.name]["bytes"] == png.stat().st_size

@@ -53,7 +53,8 @@ def test_video_as_camera_writes_every_output(synth_video, tmp_path, capsys):
     s = summary(out)
     assert s["mode"] == "mono" and s["reader"] == "LiveCamera" and s["frames"] == N
     assert s["tracked_frames"] > 0 and s["keyframes"] >= 2 and s["map_points"] > 50
-    assert len(read_tum(out / "trajectory.txt")) == s["tracked_frames"]
+    # one trajectory file per map (monocular tracking may lose the map and start a new one)
+    assert sum(len(read_tum(out / m["trajectory"])) for m in s["maps"]) == s["tracked_frames"]
     live = s["live"]
     assert live["stop_reason"] == "end of video" and live["fault"] is None and live["imu"] is None
     assert live["camera"]["frames"] == N and live["camera"]["dropped"] == 0

@@ -114,6 +114,7 @@ class Tracker:
         self.mono_init = None  # set lazily (slam.backbone.frontend.initializer)
         self.local_kf_ids: list[int] = []
         self.T_w_c_prior = np.eye(4)  # where a new map starts (continuity after a reset)
+        self.map_id = 0  # the map being built: +1 at each reset that leaves a map behind (until maps merge)
 
     # ================================================================ per frame
     def prepare(self, frame: Frame) -> TrackedFrame:
@@ -379,6 +380,8 @@ class Tracker:
         if keep_prior and self.last is not None and self.last.T_c_w is not None:
             self.T_w_c_prior = inv_pose(self.last.T_c_w)
         log.warning("starting a new map (previous: %d keyframes)", len(self.map.keyframes))
+        if self.ref_kf is not None:  # repeated resets while still lost start no further map
+            self.map_id += 1
         self.state = State.NOT_INITIALIZED
         self.last = None
         self.velocity = None

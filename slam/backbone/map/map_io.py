@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from slam.errors import DataError
+from slam.fileset import write_atomic
 from slam.backbone.frontend.features import Features
 from slam.geometry.camera import PinholeCamera
 from slam.backbone.map.keyframe import KeyFrame
@@ -129,31 +128,14 @@ def map_to_arrays(m: Map) -> dict[str, np.ndarray]:
 
 
 def save_map(m: Map, path: str | Path, compress: bool = False) -> None:
-    """Write ``m`` to ``path`` (the exact name, ``.npz`` advised) atomically: temp file, fsync, rename."""
+    """Write ``m`` to ``path`` (the exact name, ``.npz`` advised) atomically: temp file, fsync, rename.
+
+    The file gets the permissions of any new file (0666 less the umask), like the other outputs of a run.
+    """
     path = Path(path)
     arrays = map_to_arrays(m)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            (np.savez_compressed if compress else np.savez)(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable (not possible on every platform)
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    write_atomic(path, lambda f: (np.savez_compressed if compress else np.savez)(f, **arrays))
 
 
 # ----------------------------------------------------------------- loading
