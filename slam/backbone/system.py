@@ -108,6 +108,14 @@ class System:
             self.records.append(_FrameRecord(frame.index, frame.timestamp, ref.id, T_c_w @ ref.T_w_c))
         return res
 
+    def wait_for_mapping(self, max_backlog: int = 0, timeout: float | None = None) -> bool:
+        """Block until local mapping has at most ``max_backlog`` keyframes queued or in work.
+
+        Offline replay's back-pressure (``slam.runner``). True at once with synchronous mapping;
+        False on timeout or when the mapping thread is not running.
+        """
+        return self.mapper.wait_backlog(max_backlog, timeout) if self.threaded else True
+
     def shutdown(self) -> None:
         if self.threaded:
             self.mapper.stop(drain=True)

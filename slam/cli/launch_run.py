@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from slam.errors import DataError
+from slam.runner import describe_accounting
+from slam.nodes.common import is_off_loopback
 from slam.nodes.launch import LaunchSpec, load_launch
 from slam.nodes.viewer import has_screen, stale_recordings
 from slam.nodes.supervisor import ProcessSpec, Supervisor
@@ -77,7 +79,9 @@ def run_launch(launch: Path, sequence: Path | None, out: Path, log_level: str = 
             old.unlink()
     with tempfile.TemporaryDirectory(prefix="slam-run-") as tmp:
         run_dir = Path(tmp)  # ipc sockets of this run ({run} in the launch file)
-        sup = Supervisor(process_specs(spec, run_dir, out, sequence, log_level, max_frames), log_dir=out / "logs")
+        # a source that can read the SLAM process's credit ends only once its whole stream was taken
+        sup = Supervisor(process_specs(spec, run_dir, out, sequence, log_level, max_frames), log_dir=out / "logs",
+                         wait_main_after_source=not is_off_loopback(spec, "poses"))
         previous = {s: signal.signal(s, sup.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             code = sup.run(on_start)
@@ -96,6 +100,10 @@ def run_launch(launch: Path, sequence: Path | None, out: Path, log_level: str = 
     summary_path.write_text(json.dumps(summary, indent=2))
     ev = summary.get("evaluation") or {}
     ate = f", ATE RMSE {ev['ate_rmse_m']:.4f} m ({ev['align']})" if ev else ""
-    print(f"slam-run: {summary['frames']} frames, {len(summary['lost_frames'])} lost, "
-          f"{summary['keyframes']} keyframes{ate} through {len(sup.children)} processes; wrote {out}")
+    acc = summary.get("frame_accounting")
+    frames = describe_accounting(acc) if acc else f"{summary['frames']} frames"
+    stopped = summary.get("stop_reason")
+    stopped = f"; stopped: {stopped}" if stopped and stopped != "end of sequence" else ""
+    print(f"slam-run: {frames}; {summary['keyframes']} keyframes{ate} through {len(sup.children)} processes"
+          f"{stopped}; wrote {out}")
     return 0
