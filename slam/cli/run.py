@@ -63,9 +63,9 @@ MODES = ("rgbd", "stereo-inertial", "stereo", "mono-inertial", "mono")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="slam-run", description=__doc__.splitlines()[0],
-                                epilog="exit status: 0 done (or stopped by Ctrl-C/SIGTERM, outputs written), 2 bad input, "
-                                       "3 live run stopped by a camera fault (outputs written), 130 interrupted "
-                                       "while starting")
+                                epilog="exit status: 0 done (or stopped by Ctrl-C/SIGTERM, outputs written), "
+                                       "2 bad input, 3 live run stopped by a camera fault (outputs written), "
+                                       "130 interrupted while starting")
     p.add_argument("sequence", type=Path, nargs="?",
                    help="sequence folder (TUM, KITTI, EuRoC, synthetic) or video file (or --camera for live)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
