@@ -17,12 +17,15 @@ for ``mapping_lag`` frames; before the next one the loop waits until the
 mapper has finished it. So the map a frame is tracked against, and whether
 the mapper is idle when tracking decides on a keyframe, are what a camera
 slow enough for this machine gives, however fast frames could be decoded.
-Measured on the KITTI 07 clip (mono, 2 loaded cores): lag 0 (= ``--sync-mapping``)
-0.33 m ATE with a keyframe almost every frame and 3x the wall time; lag 1
-0.32 m, 78 keyframes, wall time as before; lag 2 0.30 m, 54; without
-back-pressure 0.30-0.99 m with up to 8 frames lost. On the synthetic 600-frame
-RGB-D loop lag 1 gives 3.3 mm, ``--sync-mapping`` 3.4 mm, lag 2 4.4 mm: lag 1
-is the default. Decoding and feature extraction of the next frames overlap
+Measured on the KITTI 07 clip (mono, 2 loaded cores; Sim3 ATE, lost frames,
+keyframes, wall time): lag 1 0.310-0.317 m, 0 lost in 5 of 5 runs, 78
+keyframes, 20 s, as ``--realtime`` at the clip's 10 Hz in the same conditions
+(0.314 m, 0 lost, 80, 19 s); lag 0 (= ``--sync-mapping``) 0.335 m, 0 lost but a
+keyframe almost every frame, 3x the wall time; lag 2 0.30-0.33 m with up to 4
+frames lost; no back-pressure (before) 0.29-0.99 m, up to 8 lost, 11-22 s. On
+the synthetic 600-frame RGB-D loop lag 1 gives 3.3-3.6 mm against 3.4 mm with
+``--sync-mapping`` (no back-pressure: 5.4 mm). Lag 1 is the default.
+Decoding and feature extraction of the next frames overlap
 mapping either way. Without back-pressure (``--realtime``, live cameras)
 tracking goes on while the mapper works, as it must at camera rate.
 """

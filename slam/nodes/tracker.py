@@ -273,8 +273,12 @@ def run(args: argparse.Namespace, spec: LaunchSpec, stop: StopRequest) -> dict:
         raise DataError(args.sequence or spec.path, "no frame arrived: nothing to track")
     report = runner.report if runner is not None else RunReport()
     end = rx.end
-    stop_reason = getattr(stop, "reason", None) or (end["reason"] if end else
-                                                     "the stream ended without its end message")
+    if getattr(stop, "reason", None):  # this process was told to stop
+        stop_reason = stop.reason
+    elif end is not None:  # the stream ended: why the source ended it
+        stop_reason = "the source was stopped" if end.get("reason") == "stopped" else str(end.get("reason"))
+    else:
+        stop_reason = "the stream ended without its end message"
     if end is not None:  # the source says what it sent and what it could not read
         report.skipped = list(end.get("skipped", []))
         frames = int(end.get("frames", rx.received)) + len(report.skipped)
