@@ -26,7 +26,7 @@ saves what was tracked (``stop_reason`` and ``frame_accounting`` in
 Exit status: 0 done (also when stopped by Ctrl-C / SIGTERM once tracking ran,
 outputs written); 2 bad input (nothing written); 3 live run stopped by a
 camera fault (stall, disappearance), outputs written; 130 interrupted while
-starting (nothing written).
+starting, or by a second Ctrl-C while saving.
 """
 
 from __future__ import annotations
@@ -169,8 +169,9 @@ def _run(args: argparse.Namespace) -> dict:
         wall = time.perf_counter() - wall0
         if not system.records and report.stop_reason is None:
             raise DataError(args.sequence, "no frame could be tracked")
-        report.stop_reason = report.stop_reason or "end of sequence"
-        if report.stop_reason != "end of sequence":
+        if report.stop_reason is None:
+            report.stop_reason = "end of sequence" if n == len(seq) else f"--max-frames {args.max_frames}"
+        if report.processed + len(report.skipped) < n:
             log.info("replay stopped: %s; saving what was tracked", report.stop_reason)
         head = {"sequence": str(args.sequence), "reader": type(seq).__name__, "mode": mode}
         summary, traj = save_run(args.out, system, head, n, report.skipped, runner.times, wall)
@@ -317,8 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as e:
         print(f"slam-run: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # before tracking started (or a second Ctrl-C): nothing to save
-        print("slam-run: interrupted before tracking started; nothing written", file=sys.stderr)
+    except KeyboardInterrupt:  # while starting, or a second Ctrl-C while saving
+        print("slam-run: interrupted while starting or saving; outputs not (all) written", file=sys.stderr)
         return 130
     ev = summary["evaluation"]
     fps = summary["tracking_fps"]
@@ -330,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         msg += f", ATE RMSE {ev['ate_rmse_m']:.4f} m ({ev['align']})"
     live = summary.get("live")
     stop_reason = summary.get("stop_reason") or (live or {}).get("stop_reason")
-    if stop_reason and stop_reason != "end of sequence":
+    if stop_reason and stop_reason != "end of sequence" and not stop_reason.startswith("--max-frames"):
         msg += f"; stopped: {stop_reason}"
     print(f"slam-run: {msg}; wrote {args.out}/trajectory.txt and summary.json")
     if live and live["fault"]:

@@ -33,6 +33,7 @@ def test_monocular_replay_of_kitti_clip(kitti_path, tmp_path):
     assert main([str(kitti_path), "--out", str(tmp_path), "--mode", "mono", "--max-frames", "60", "--no-progress"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["frames"] == 60 and summary["evaluation"]["align"] == "sim3"
+    assert summary["stop_reason"] == "--max-frames 60" and summary["frame_accounting"]["not_processed"] == 0
     # ~33 m of driving. Monocular tracking still loses the map in places (see the backbone issue):
     # this checks it initialises, tracks most frames and stays within a few metres.
     assert summary["tracked_frames"] >= 30
