@@ -137,8 +137,7 @@ def _replay(spec: LaunchSpec, args: argparse.Namespace, pub: Publisher, stop: th
     return {"reason": "end of sequence", "frames": sent, "skipped": skipped}
 
 
-def _camera(spec: LaunchSpec, args: argparse.Namespace, pub: Publisher, stop: threading.Event,
-            credit: Credit) -> dict:
+def _camera(spec: LaunchSpec, args: argparse.Namespace, pub: Publisher, stop: threading.Event) -> dict:
     from slam.sensors.live import open_live_source
 
     src = spec.source
@@ -174,7 +173,10 @@ def main(argv: list[str] | None = None) -> int:
             log.error("no SLAM process subscribed to %s within %.0f s", pub.endpoint, SUBSCRIBER_WAIT_S)
             return 1
         try:
-            end = (_replay if spec.source.kind == "replay" else _camera)(spec, args, pub, stop, credit)
+            if spec.source.kind == "replay":
+                end = _replay(spec, args, pub, stop, credit)
+            else:  # a camera does not wait for credit: frames the SLAM process cannot take are dropped
+                end = _camera(spec, args, pub, stop)
         except DataError as e:
             log.error("%s", e)
             end = {"reason": f"error: {e}", "frames": 0, "skipped": []}
