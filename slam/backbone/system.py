@@ -134,6 +134,13 @@ class System:
             kf = self.map.keyframes.get(kf_id)
             if kf is not None and kf.frame_index == frame.index and frame.image is not None:
                 self.keyframe_colours[kf_id] = keypoint_colours(frame.image, kf.features.uv)
+    def wait_for_mapping(self, max_backlog: int = 0, timeout: float | None = None) -> bool:
+        """Block until local mapping has at most ``max_backlog`` keyframes queued or in work.
+
+        Offline replay's back-pressure (``slam.runner``). True at once with synchronous mapping;
+        False on timeout or when the mapping thread is not running.
+        """
+        return self.mapper.wait_backlog(max_backlog, timeout) if self.threaded else True
 
     def shutdown(self) -> None:
         if self.threaded:

@@ -111,6 +111,21 @@ class MapSnapshot:
     n_points: int = 0
 
 
+@dataclass
+class FrameCredit:
+    """Flow control of a replay over the bus: the SLAM process tells the source what it has taken.
+
+    Counts are cumulative since the start of the stream, so a lost credit message is made good by
+    the next one. taken: frame messages the SLAM process took off the bus; granted: how many the
+    source may have sent in all (taken + the frames it has room for); end_taken: it took the
+    end-of-stream message (the source may exit: nothing it sent is left on the bus).
+    """
+
+    taken: int
+    granted: int
+    end_taken: bool = False
+
+
 # ------------------------------------------------------------------ checks
 def _bad(detail: str) -> BusMessageError:
     return BusMessageError("bad_payload", detail)
@@ -233,6 +248,22 @@ def message_to_frame(msg: Message) -> Frame:
         flags=set(flags),
         source=_meta(msg, "source", str, ""),
     )
+
+
+# ------------------------------------------------------------------ flow control
+def frame_credit_message(c: FrameCredit, seq: int = 0, topic: str = topics.CREDIT) -> Message:
+    if c.taken < 0 or c.granted < c.taken:
+        raise ValueError(f"credit: taken {c.taken} and granted {c.granted} must satisfy 0 <= taken <= granted")
+    meta = {"taken": int(c.taken), "granted": int(c.granted), "end_taken": bool(c.end_taken)}
+    return Message(topic, topics.FRAME_CREDIT, seq, 0.0, meta)
+
+
+def message_to_frame_credit(msg: Message) -> FrameCredit:
+    _expect_type(msg, topics.FRAME_CREDIT)
+    taken, granted = _meta(msg, "taken", int), _meta(msg, "granted", int)
+    if taken < 0 or granted < taken:
+        raise _bad(f"frame credit: taken {taken}, granted {granted}")
+    return FrameCredit(taken, granted, _meta(msg, "end_taken", bool, False))
 
 
 # ------------------------------------------------------------------ IMU

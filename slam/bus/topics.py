@@ -16,8 +16,9 @@ DESCRIPTORS = "descriptors"  # global image descriptors (NetVLAD), per keyframe
 RELOC = "reloc"  # relocalisation requests and answers
 TRACKING = "tracking"  # per frame: the keypoints and which of them matched map points (for viewers)
 MAP = "map"  # snapshots of the map: point positions and keyframe poses (for viewers)
+CREDIT = "credit"  # SLAM process -> replay source: frames taken, how many more it may send (flow control)
 
-STREAMS = (FRAMES, IMU, POSES, KEYFRAMES, DEPTH, DESCRIPTORS, RELOC, TRACKING, MAP)
+STREAMS = (FRAMES, IMU, POSES, KEYFRAMES, DEPTH, DESCRIPTORS, RELOC, TRACKING, MAP, CREDIT)
 
 # message types (the header's ``type``)
 FRAME = "frame"
@@ -30,5 +31,6 @@ RELOC_REQUEST = "reloc_request"
 RELOC_ANSWER = "reloc_answer"
 TRACKED_FEATURES = "tracked_features"
 MAP_SNAPSHOT = "map_snapshot"
+FRAME_CREDIT = "frame_credit"
 HEARTBEAT = "heartbeat"  # RPC: asks an inference server for its name, version and models
 ERROR = "error"  # RPC: an answer saying why a request failed (``meta["error"]``)

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from slam.errors import DataError
+from slam.runner import describe_accounting
+from slam.nodes.common import is_off_loopback
 from slam.nodes.launch import LaunchSpec, load_launch
 from slam.nodes.lifeline import RUN_DIR_PREFIX, claim_run_dir, clean_stale_run_dirs
 from slam.nodes.viewer import has_screen, stale_recordings
@@ -80,7 +82,9 @@ def run_launch(launch: Path, sequence: Path | None, out: Path, log_level: str = 
     with tempfile.TemporaryDirectory(prefix=RUN_DIR_PREFIX) as tmp:
         run_dir = Path(tmp)  # ipc sockets of this run ({run} in the launch file)
         claim_run_dir(run_dir)
-        sup = Supervisor(process_specs(spec, run_dir, out, sequence, log_level, max_frames), log_dir=out / "logs")
+        # a source that can read the SLAM process's credit ends only once its whole stream was taken
+        sup = Supervisor(process_specs(spec, run_dir, out, sequence, log_level, max_frames), log_dir=out / "logs",
+                         wait_main_after_source=not is_off_loopback(spec, "poses"))
         previous = {s: signal.signal(s, sup.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             code = sup.run(on_start)
@@ -101,6 +105,10 @@ def run_launch(launch: Path, sequence: Path | None, out: Path, log_level: str = 
     write_summary(out, summary)  # atomic, still naming every file with its checksum
     ev = summary.get("evaluation") or {}
     ate = f", ATE RMSE {ev['ate_rmse_m']:.4f} m ({ev['align']})" if ev else ""
-    print(f"slam-run: {summary['frames']} frames, {len(summary['lost_frames'])} lost, "
-          f"{summary['keyframes']} keyframes{ate} through {len(sup.children)} processes; wrote {out}")
+    acc = summary.get("frame_accounting")
+    frames = describe_accounting(acc) if acc else f"{summary['frames']} frames"
+    stopped = summary.get("stop_reason")
+    stopped = f"; stopped: {stopped}" if stopped and stopped != "end of sequence" else ""
+    print(f"slam-run: {frames}; {summary['keyframes']} keyframes{ate} through {len(sup.children)} processes"
+          f"{stopped}; wrote {out}")
     return 0

@@ -15,8 +15,18 @@ Writes ``trajectory.txt`` (TUM, camera-to-world, every tracked frame),
 (frames, keyframes, map points, lost frames, per-thread timing, ATE/RPE when
 the sequence has ground truth; live: why it stopped, camera and IMU counters).
 
-Exit status: 0 done; 2 bad input (nothing written); 3 live run stopped by a
-camera fault (stall, disappearance), outputs written.
+Replay runs as fast as the machine allows without outrunning local mapping
+(before each frame it waits for the mapper to finish the keyframes it has:
+:mod:`slam.runner`), so its result is that of a camera slow enough for the
+machine; ``--realtime`` delivers frames at their recorded times instead.
+Ctrl-C or SIGTERM stops a replay or a live run after the current frame and
+saves what was tracked (``stop_reason`` and ``frame_accounting`` in
+``summary.json`` say why it stopped and where every frame went).
+
+Exit status: 0 done (also when stopped by Ctrl-C / SIGTERM once tracking ran,
+outputs written); 2 bad input (nothing written); 3 live run stopped by a
+camera fault (stall, disappearance), outputs written; 130 interrupted while
+starting, or by a second Ctrl-C while saving.
 """
 
 from __future__ import annotations
@@ -34,9 +44,17 @@ from tqdm import tqdm
 
 from slam.backbone.config import SlamConfig
 from slam.errors import DataError
-from slam.outputs import PLOT, FrameTimes, evaluate_run, prepare_out_dir, save_empty_run, save_run, write_summary
-from slam.replay import FramePipeline
 from slam.backbone.system import System
+from slam.outputs import PLOT, evaluate_run, prepare_out_dir, save_empty_run, save_run, write_summary
+from slam.replay import FramePipeline, PipelineItem
+from slam.runner import (
+    DEFAULT_MAPPING_LAG,
+    RunReport,
+    Runner,
+    StopRequest,
+    describe_accounting,
+    frame_accounting,
+)
 
 log = logging.getLogger("slam.run")
 
@@ -45,8 +63,9 @@ MODES = ("rgbd", "stereo-inertial", "stereo", "mono-inertial", "mono")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="slam-run", description=__doc__.splitlines()[0],
-                                epilog="exit status: 0 done, 2 bad input, 3 live run stopped by a camera fault "
-                                       "(outputs written)")
+                                epilog="exit status: 0 done (or stopped by Ctrl-C/SIGTERM, outputs written), "
+                                       "2 bad input, 3 live run stopped by a camera fault (outputs written), "
+                                       "130 interrupted while starting")
     p.add_argument("sequence", type=Path, nargs="?",
                    help="sequence folder (TUM, KITTI, EuRoC, synthetic) or video file (or --camera for live)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -55,13 +74,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one setting, e.g. --set features.n_features=1500 (repeatable)")
     p.add_argument("--realtime", action="store_true",
-                   help="frames arrive at their recorded times, as from a camera (drop nothing, wait)")
+                   help="frames arrive at their recorded times, as from a camera (drop nothing, wait); without it "
+                        "frames come as fast as tracking and local mapping take them")
     p.add_argument("--preload", action="store_true",
                    help="decode all frames into memory first, to time the system as with a camera (no disk decoding)")
     p.add_argument("--sync-mapping", action="store_true",
                    help="run local mapping in the tracking thread after each keyframe: repeatable results, not real time")
     p.add_argument("--plot", action="store_true",
                    help=f"also write {PLOT}: the trajectory against ground truth and its ATE (sequences with one)")
+    p.add_argument("--mapping-lag", type=int, default=DEFAULT_MAPPING_LAG, metavar="N",
+                   help="replay (not --realtime): frames tracked while local mapping works on the last keyframe "
+                        f"before the replay waits for it (default {DEFAULT_MAPPING_LAG}; 0: as --sync-mapping)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -108,6 +131,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def _run(args: argparse.Namespace) -> dict:
+    """Replay a sequence: as fast as local mapping allows (back-pressure), or at its recorded times."""
     from slam.datasets import open_sequence
 
     cfg = SlamConfig.from_yaml(args.config) if args.config else SlamConfig()
@@ -121,81 +145,98 @@ def _run(args: argparse.Namespace) -> dict:
     log.info("sequence %s: %d frames, reader %s, mode %s", seq.name, len(seq), type(seq).__name__, mode)
     log.info("config: %s", json.dumps(cfg.to_dict()))
     seq.use_streams(mode)
-    system = System(seq.camera, mode, cfg, stereo=seq.stereo, threaded=not args.sync_mapping)
-
     n = len(seq) if args.max_frames is None else min(len(seq), args.max_frames)
-    skipped: list[dict] = []
-    wall0 = time.perf_counter()
-    bar = tqdm(total=n, desc="slam-run", unit="frame", disable=args.no_progress, file=sys.stderr)
-    # Frames are decoded ahead and their features extracted one frame ahead, in other threads,
-    # while this thread tracks (slam.replay).
-    pipe = FramePipeline(seq, system.prepare, n, realtime=args.realtime, preload=args.preload)
-    if args.preload:
-        log.info("decoding %d frames into memory (--preload)", n)
-        pipe.load()
-    times = FrameTimes()
-    try:
-        for item in pipe:
-            bar.update()
-            if item.error is not None:
-                log.warning("skipping frame %d: %s", item.index, item.error)
-                skipped.append({"index": item.index, "reason": str(item.error)})
-                continue
-            res = system.process(item.frame, item.prepared)
-            times.add(res.timings_ms["total"], time.perf_counter() - item.t_arrival)
-            bar.set_postfix(fps=f"{times.fps():.0f}", state=res.state.value,
-                            kf=len(system.map.keyframes), refresh=False)
-    finally:
-        pipe.close()
-        system.shutdown()
-        bar.close()
-    wall = time.perf_counter() - wall0
-    if not system.records:
-        if skipped and len(skipped) == n:  # say why every frame was skipped (e.g. depth at another size)
-            raise DataError(args.sequence, f"all {n} frames were skipped; frame {skipped[0]['index']}: "
-                                           f"{skipped[0]['reason']}")
-        raise DataError(args.sequence, "no frame could be tracked")
-    return _write_outputs(args, seq, system, mode, n, skipped, times, wall)
-
-
-def _write_outputs(args, seq, system: System, mode: str, n: int, skipped: list, times: FrameTimes,
-                   wall: float) -> dict:
-    head = {"sequence": str(args.sequence), "reader": type(seq).__name__, "mode": mode}
-    summary, traj = save_run(args.out, system, head, n, skipped, times, wall)
-    summary["evaluation"] = evaluate_run(seq, traj, mode, plot=args.out / PLOT if args.plot else None)
-    write_summary(args.out, summary)
+    stop = StopRequest()
+    with StopOnSignal(stop) as signals:  # a signal once tracking runs: stop, save what was tracked
+        system = System(seq.camera, mode, cfg, stereo=seq.stereo, threaded=not args.sync_mapping)
+        wall0 = time.perf_counter()
+        bar = _progress(args, n)
+        # Frames are decoded ahead and their features extracted one frame ahead, in other threads,
+        # while this thread tracks (slam.replay).
+        pipe = FramePipeline(seq, system.prepare, n, realtime=args.realtime, preload=args.preload)
+        runner = Runner(system, stop=stop, back_pressure=not args.realtime, mapping_lag=args.mapping_lag)
+        runner.on_result = _show(bar, system, runner)
+        signals.graceful = True
+        log.info("replaying %d frames%s; Ctrl-C stops and saves what was tracked", n,
+                 " at their recorded times" if args.realtime else "")
+        try:
+            if args.preload:
+                log.info("decoding %d frames into memory (--preload)", n)
+                pipe.load()
+            report = runner.run(pipe)
+        finally:
+            pipe.close()
+            system.shutdown()
+            bar.close()
+        wall = time.perf_counter() - wall0
+        if not system.records and report.stop_reason is None:
+            if report.skipped and len(report.skipped) == n:  # say why every frame was skipped (e.g. depth size)
+                raise DataError(args.sequence, f"all {n} frames were skipped; frame {report.skipped[0]['index']}: "
+                                               f"{report.skipped[0]['reason']}")
+            raise DataError(args.sequence, "no frame could be tracked")
+        if report.stop_reason is None:
+            report.stop_reason = "end of sequence" if n == len(seq) else f"--max-frames {args.max_frames}"
+        if report.processed + len(report.skipped) < n:
+            log.info("replay stopped: %s; saving what was tracked", report.stop_reason)
+        head = {"sequence": str(args.sequence), "reader": type(seq).__name__, "mode": mode}
+        summary, traj = save_run(args.out, system, head, n, report.skipped, runner.times, wall)
+        summary["stop_reason"] = report.stop_reason
+        summary["frame_accounting"] = frame_accounting(system, report, n)
+        summary["replay"] = {"back_pressure": runner.back_pressure, "mapping_lag": runner.mapping_lag,
+                             "mapping_wait_s": report.mapping_wait_s}
+        summary["evaluation"] = evaluate_run(seq, traj, mode, plot=args.out / PLOT if args.plot else None)
+        write_summary(args.out, summary)
     return summary
 
 
-# ---------------------------------------------------------------------------- live
-class _StopOnSignal:
+def _progress(args: argparse.Namespace, total: int | None) -> tqdm:
+    return tqdm(total=total, desc="slam-run", unit="frame", disable=args.no_progress, file=sys.stderr)
+
+
+def _show(bar: tqdm, system: System, runner: Runner):
+    """Progress after each frame: rate, tracking state, keyframes."""
+    def show(res) -> None:
+        bar.update()
+        bar.set_postfix(fps=f"{runner.times.fps():.0f}", state=res.state.value, kf=len(system.map.keyframes),
+                        refresh=False)
+    return show
+
+
+# ---------------------------------------------------------------------------- signals
+class StopOnSignal:
     """Once ``graceful``, the first Ctrl-C or SIGTERM stops after the current frame (outputs are saved).
 
     Before that (while starting) and on a second signal: KeyboardInterrupt, as usual.
     """
 
-    def __init__(self, stop):
-        self.stop, self.reason, self._old = stop, None, {}
+    def __init__(self, stop: StopRequest, on_stop=None):
+        self.stop, self.on_stop, self._old = stop, on_stop, {}
         self.graceful = False
 
-    def __enter__(self) -> _StopOnSignal:
+    @property
+    def reason(self) -> str | None:
+        return self.stop.reason
+
+    def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame) -> None:
-        first = self.reason is None
-        self.reason = self.reason or ("interrupted (Ctrl-C)" if signum == signal.SIGINT else "SIGTERM")
+        first = self.stop.reason is None
+        self.stop.request("interrupted (Ctrl-C)" if signum == signal.SIGINT else "SIGTERM")
         if not (self.graceful and first):
             raise KeyboardInterrupt
-        self.stop()
+        if self.on_stop is not None:
+            self.on_stop()
 
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
 
 
+# ---------------------------------------------------------------------------- live
 def _run_live(args: argparse.Namespace) -> dict:
     """Track frames of a live camera (and IMU) until the source ends, stalls, vanishes or is stopped."""
     from slam.sensors import open_live_source
@@ -213,38 +254,32 @@ def _run_live(args: argparse.Namespace) -> dict:
         log.warning("mode %s: the IMU is not fused yet (visual-inertial comes later); tracking visually, "
                     "IMU samples attached to frames and counted", mode)
     log.info("config: %s", json.dumps(cfg.to_dict()))
-    system, stop_reason = None, None
-    n, skipped, times = 0, [], FrameTimes()
+    system, runner, stop = None, None, StopRequest()
     wall0 = time.perf_counter()
-    bar = tqdm(total=args.max_frames, desc="slam-run", unit="frame", disable=args.no_progress, file=sys.stderr)
+    bar = _progress(args, args.max_frames)
     frames = source.frames()  # ends at the end of a video, on a signal, or on a camera fault (source.fault)
-    with _StopOnSignal(source.stop) as signals:
+    with StopOnSignal(stop, on_stop=source.stop) as signals:
         try:
             source.start()
             if source.fault is None:
                 system = System(source.camera.camera, mode, cfg, threaded=not args.sync_mapping)
-            times.t_last = time.perf_counter()
-            signals.graceful = True
-            for frame in frames:
-                res = system.process(frame)
-                n += 1
-                bar.update()
-                times.add(res.timings_ms["total"], time.monotonic() - frame.timestamp)  # capture to pose
-                bar.set_postfix(fps=f"{times.fps():.0f}", state=res.state.value,
-                                kf=len(system.map.keyframes), refresh=False)
-                if args.max_frames is not None and n >= args.max_frames:
-                    stop_reason = f"--max-frames {args.max_frames}"
-                    break
+                runner = Runner(system, stop=stop, max_frames=args.max_frames)
+                runner.on_result = _show(bar, system, runner)
+                runner.times.t_last = time.perf_counter()
+                signals.graceful = True
+                runner.run(_live_items(frames))
         except KeyboardInterrupt:
-            stop_reason = "interrupted (Ctrl-C)"
+            stop.request("interrupted (Ctrl-C)")
         finally:
+            signals.graceful = False
             frames.close()
             source.close()
             if system is not None:
                 system.shutdown()
             bar.close()
     fault = source.fault
-    stop_reason = str(fault) if fault else (signals.reason or stop_reason or source.end_reason)
+    report = runner.report if runner is not None else RunReport()
+    stop_reason = str(fault) if fault else (stop.reason or report.stop_reason or source.end_reason)
     log.info("live run stopped: %s; saving what was tracked", stop_reason)
     sensor_stats = source.stats()
     del sensor_stats["end_reason"]
@@ -255,11 +290,21 @@ def _run_live(args: argparse.Namespace) -> dict:
         return save_empty_run(args.out, head, live, wall)
     if not system.records:
         log.warning("no frame could be tracked; writing empty trajectories")
-    summary, _ = save_run(args.out, system, head, n, skipped, times, wall)
+    n = report.processed
+    summary, _ = save_run(args.out, system, head, n, report.skipped, runner.times, wall)
+    summary["stop_reason"] = stop_reason
+    summary["frame_accounting"] = frame_accounting(system, report, n)
     summary["evaluation"] = None
     summary["live"] = live
     write_summary(args.out, summary)
     return summary
+
+
+def _live_items(frames):
+    """A live camera's frames as runner items; latency counts from the capture (host monotonic time)."""
+    for frame in frames:
+        t_arrival = time.perf_counter() - (time.monotonic() - frame.timestamp)
+        yield PipelineItem(frame.index, frame, None, None, t_arrival)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -283,15 +328,21 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as e:
         print(f"slam-run: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # while starting, or a second Ctrl-C while saving
+        print("slam-run: interrupted while starting or saving; outputs not (all) written", file=sys.stderr)
+        return 130
     ev = summary["evaluation"]
     fps = summary["tracking_fps"]
-    msg = (f"{summary['frames']} frames, {len(summary['lost_frames'])} lost, {summary['keyframes']} keyframes, "
+    acc = summary.get("frame_accounting")
+    frames = describe_accounting(acc) if acc else f"{summary['frames']} frames"
+    msg = (f"{frames}; {summary['keyframes']} keyframes, "
            f"{summary['map_points']} points, tracking " + (f"{fps:.1f} fps (median)" if fps else "- fps"))
     if ev:
         msg += f", ATE RMSE {ev['ate_rmse_m']:.4f} m ({ev['align']})"
     live = summary.get("live")
-    if live:
-        msg += f"; stopped: {live['stop_reason']}"
+    stop_reason = summary.get("stop_reason") or (live or {}).get("stop_reason")
+    if stop_reason and stop_reason != "end of sequence" and not stop_reason.startswith("--max-frames"):
+        msg += f"; stopped: {stop_reason}"
     print(f"slam-run: {msg}; wrote {args.out}/trajectory.txt and summary.json")
     if live and live["fault"]:
         print(f"slam-run: camera fault: {live['stop_reason']} (outputs saved)", file=sys.stderr)

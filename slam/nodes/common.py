@@ -34,6 +34,11 @@ def _off_loopback(spec: LaunchSpec, endpoint: str) -> str | None:
     return None if not url or parse_endpoint(url.replace("{run}", "/tmp")).is_loopback else url
 
 
+def is_off_loopback(spec: LaunchSpec, endpoint: str) -> bool:
+    """Whether ``endpoint`` is tcp reachable from other machines (bound with CURVE keys)."""
+    return _off_loopback(spec, endpoint) is not None
+
+
 def _load(spec: LaunchSpec, load, other_key: str, what: str):
     """``load(curve.secret, curve.<other_key>)``, with errors naming the launch file."""
     secret, other = spec.curve.secret, getattr(spec.curve, other_key)

@@ -63,6 +63,8 @@ class SlamSpec:
     mode: str | None = None  # rgbd, stereo, mono (default: the richest the sequence offers)
     config: str | None = None  # YAML with features/tracking/mapping settings
     set: list[str] = field(default_factory=list)  # SECTION.KEY=VALUE overrides
+    sync_mapping: bool = False  # local mapping in the tracking thread (repeatable, slower): slam-run --sync-mapping
+    frame_delay_s: float = 0.0  # sleep this long after each frame, as a slower machine would (tests, benchmarks)
 
 
 @dataclass

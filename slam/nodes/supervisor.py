@@ -4,6 +4,10 @@ Each process is a child started in its own session, so a Ctrl-C in the
 terminal reaches only the supervisor, which then stops the graph in order:
 the source first (it ends its stream), then the SLAM process gets time to
 finish the frames it has and save the map and trajectory, then the rest.
+When the source ends its stream by itself it exits only once the SLAM
+process has taken the end of the stream (flow control, ``slam.nodes.source``),
+so the supervisor then waits for the SLAM process as long as it takes
+(``wait_main_after_source``): no fixed drain time a slow machine runs out of.
 A process marked ``restart`` (the inference server) is started again when it
 dies, with a growing pause; the run ends when the ``main`` process (SLAM)
 exits. A ``required`` process that dies (the source) stops the graph.
@@ -52,13 +56,16 @@ class Supervisor:
     """Runs ``specs`` until the main process exits, a required one fails, or :meth:`request_stop`."""
 
     def __init__(self, specs: list[ProcessSpec], log_dir: Path | None = None, poll_s: float = 0.1,
-                 drain_s: float = 10.0):
+                 drain_s: float = 10.0, wait_main_after_source: bool = False):
         if sum(s.main for s in specs) != 1:
             raise ValueError("exactly one process must be main")
         self.children = {s.name: _Child(s) for s in specs}
         self.log_dir = log_dir
         self.poll_s = poll_s
         self.drain_s = drain_s  # after the source stops, how long the main process may take to finish by itself
+        # a source that ended by itself (status 0) confirmed the main process took its whole stream: wait for
+        # the main process without a limit (until a stop request)
+        self.wait_main_after_source = wait_main_after_source
         self._stop_requested = False
         self.failed: str | None = None  # why the run failed, if it did
 
@@ -142,15 +149,23 @@ class Supervisor:
                 time.sleep(self.poll_s)
         except KeyboardInterrupt:
             self.request_stop()
-        return self._shutdown(main)
+        return self._shutdown(main, source_ended)
 
-    def _shutdown(self, main: _Child) -> int:
+    def _shutdown(self, main: _Child, source_ended: bool = False) -> int:
         # source first (it ends its stream), then SLAM (it saves; it gets ``drain_s`` to finish the frames
         # it has by itself, then SIGTERM: an end-of-stream message can be lost with frames the bus dropped),
         # then the rest
         for c in self.children.values():
             if c.spec.required and not c.spec.main:
                 self._stop_child(c)
+        if source_ended and self.wait_main_after_source:
+            try:
+                while main.proc.poll() is None and not self._stop_requested:
+                    time.sleep(self.poll_s)
+            except KeyboardInterrupt:
+                self.request_stop()
+            if self._stop_requested:  # asked to stop while the main process finishes: now
+                self._stop_child(main)
         if main.proc.poll() is None:  # it ends by itself at the end of the stream; else asked to
             try:
                 main.proc.wait(self.drain_s)

@@ -3,25 +3,39 @@
 ``python -m slam.nodes.tracker --launch FILE --run-dir DIR --out OUT [--sequence SEQ]``
 (started by ``slam-run --launch``). A receiver thread takes frames off the
 ``frames`` endpoint and extracts their features (one frame ahead, as in
-replay); the main thread tracks each frame, publishes its pose on ``poses``
+replay); the main thread tracks each frame (:class:`slam.runner.Runner`, the
+loop in-process replay and live runs use), publishes its pose on ``poses``
 (with, for viewers, its keypoints on ``tracking`` and now and then a map
 snapshot on ``map``: see :func:`map_snapshot`) and polls the inference
 server without ever waiting for it (a server that is down is logged once;
 the client reconnects by itself). At the end of the stream, or on SIGTERM /
 SIGINT, it stops local mapping and writes the same ``trajectory.txt``,
 ``keyframes.txt``, ``map.npz`` and ``summary.json`` as in-process replay,
-plus the bus and inference statistics.
+plus the bus and inference statistics and where every frame of the source
+went (``frame_accounting``).
+
+Flow control: on ``poses`` it publishes a :class:`~slam.bus.messages.FrameCredit`
+after each frame it takes and every ``CREDIT_PERIOD_S`` while it waits: the
+frames taken off the bus so far and how many the source may have sent in all
+(``CREDIT_WINDOW`` more, far below the socket's queue, so the bus never drops
+one). A replay source that is not ``realtime`` sends only against credit and,
+like in-process replay, the tracking loop waits for local mapping
+(back-pressure): the graph gives what in-process replay gives. Once it has
+taken the end of the stream and tracked every frame it says so
+(``end_taken``), and the source may go.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import queue
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -30,9 +44,11 @@ import numpy as np
 from slam.bus import topics
 from slam.bus.codec import BusMessageError
 from slam.bus.messages import (
+    FrameCredit,
     MapSnapshot,
     PoseEstimate,
     TrackedFeatures,
+    frame_credit_message,
     map_snapshot_message,
     message_stereo_rig,
     message_to_frame,
@@ -51,12 +67,17 @@ from slam.nodes.source import END_OF_STREAM
 from slam.outputs import FrameTimes, evaluate_run, save_run, write_summary
 from slam.backbone.system import System, warm_up_kernels
 from slam.backbone.frontend.tracking import FrameResult
+from slam.replay import PipelineItem
+from slam.runner import RunReport, Runner, StopRequest, describe_accounting, frame_accounting
 
 log = logging.getLogger("slam.nodes.tracker")
 
 MAP_PERIOD_S = 0.5  # a map snapshot for viewers at least this often ...
 MAP_MIN_PERIOD_S = 0.1  # ... and after each new keyframe, but never more often than this
 MAP_MAX_POINTS = 50_000  # points per snapshot (a bigger map is thinned evenly)
+FRAMES_HWM = 64  # frame messages queued on the socket (~2 s of 30 Hz frames, ~130 MB of 640x480 RGB-D)
+CREDIT_WINDOW = 4  # frames the source may send beyond those taken: well below FRAMES_HWM, so none is dropped
+CREDIT_PERIOD_S = 0.1  # credit again this often while waiting (a source that subscribed late gets it)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -75,13 +96,14 @@ class _Receiver(threading.Thread):
 
     def __init__(self, spec: LaunchSpec, run_dir: Path, mode: str | None, stop: threading.Event):
         super().__init__(name="bus-receiver", daemon=True)
-        # a deep queue (~2 s of 30 Hz frames, ~130 MB of 640x480 RGB-D) rides out a slow keyframe without drops
-        self.sub = Subscriber(None, spec.endpoint("frames", run_dir), topics=[topics.FRAMES], hwm=64)
+        # a deep queue rides out a slow keyframe without drops when the source sends without credit (live)
+        self.sub = Subscriber(None, spec.endpoint("frames", run_dir), topics=[topics.FRAMES], hwm=FRAMES_HWM)
         self.spec, self.mode, self.stop = spec, mode, stop
         self.items: queue.Queue = queue.Queue(maxsize=4)
         self.system: System | None = None
         self.ready = threading.Event()  # the system exists (first frame seen) or the stream ended
         self.end: dict | None = None
+        self.received = 0  # frame messages taken off the socket (rejected ones too)
         self.error: BaseException | None = None
 
     def _make_system(self, frame, rig) -> System:
@@ -95,7 +117,7 @@ class _Receiver(threading.Thread):
         if mode.startswith("stereo") and (rig is None or frame.right is None):
             raise DataError(self.spec.path, f"slam mode {mode}, but the frames carry no right image and stereo rig")
         log.info("first frame %d (%dx%d): mode %s", frame.index, frame.camera.width, frame.camera.height, mode)
-        return System(frame.camera, mode, cfg, stereo=rig)
+        return System(frame.camera, mode, cfg, stereo=rig, threaded=not s.sync_mapping)
 
     def run(self) -> None:
         try:
@@ -106,20 +128,25 @@ class _Receiver(threading.Thread):
                 if msg.type == END_OF_STREAM:
                     self.end = dict(msg.meta)
                     break
+                self.received += 1
                 try:
                     frame = message_to_frame(msg)
                 except BusMessageError as e:
                     log.warning("frame message rejected: %s", e)
                     self.sub.stats.rejected += 1
                     continue
-                t_received = time.monotonic()
                 if self.system is None:
                     self.system = self._make_system(frame, message_stereo_rig(msg))
                     self.ready.set()
                 prepared = self.system.prepare(frame)
+                # same machine: CLOCK_MONOTONIC is shared by the processes; latency counts from the capture
+                t_capture = msg.meta.get("t_capture")
+                t_arrival = (time.perf_counter() - (time.monotonic() - t_capture)
+                             if isinstance(t_capture, float) else None)
+                item = PipelineItem(frame.index, frame, prepared, None, t_arrival)
                 while not self.stop.is_set():
                     try:
-                        self.items.put((frame, prepared, msg.meta.get("t_capture"), t_received), timeout=0.1)
+                        self.items.put(item, timeout=0.1)
                         break
                     except queue.Full:
                         continue
@@ -156,7 +183,62 @@ def map_snapshot(slam_map: Map, frame_index: int, stamp: float, max_points: int 
     return MapSnapshot(frame_index, stamp, points, kf_ids, T_w_c, n)
 
 
-def run(args: argparse.Namespace, spec: LaunchSpec, stop: threading.Event) -> dict:
+class _Credit:
+    """Publishes the flow-control credit on the poses socket (main thread: the socket's owner)."""
+
+    def __init__(self, pub: Publisher, rx: _Receiver):
+        self.pub, self.rx = pub, rx
+        self.sent_at, self.last = -np.inf, None
+
+    def send(self, end_taken: bool = False, force: bool = False) -> None:
+        taken = self.rx.received
+        now = time.monotonic()
+        if force or (taken, end_taken) != self.last or now - self.sent_at >= CREDIT_PERIOD_S:
+            self.pub.publish(frame_credit_message(FrameCredit(taken, taken + CREDIT_WINDOW, end_taken)))
+            self.sent_at, self.last = now, (taken, end_taken)
+
+
+def _bus_items(rx: _Receiver, credit: _Credit, client: RpcClient | None) -> Iterator[PipelineItem]:
+    """Frames from the receiver, in order, until the stream ends; credit and inference polls meanwhile."""
+    while True:
+        credit.send()
+        try:
+            item = rx.items.get(timeout=CREDIT_PERIOD_S)
+        except queue.Empty:
+            if client is not None:
+                client.poll()
+            continue
+        if item is None:
+            return
+        yield item
+
+
+class _Publish:
+    """After each frame: its pose (and, for viewers, its keypoints and now and then a map snapshot)."""
+
+    def __init__(self, pub: Publisher, system: System, client: RpcClient | None, delay_s: float = 0.0):
+        self.pub, self.system, self.client, self.delay_s = pub, system, client, delay_s
+        self.t_map = -np.inf  # when the last map snapshot went out (time.monotonic)
+
+    def __call__(self, res: FrameResult) -> None:
+        pub, system = self.pub, self.system
+        T = res.T_w_c if res.T_w_c is not None else np.full((4, 4), np.nan)
+        pub.publish(pose_message(PoseEstimate(res.index, res.timestamp, T, res.state.value)))
+        feats = tracked_features(system, res)
+        if feats is not None:
+            pub.publish(tracked_features_message(feats))
+        since_map = time.monotonic() - self.t_map
+        due = since_map >= MAP_PERIOD_S or (res.is_keyframe and since_map >= MAP_MIN_PERIOD_S)
+        if due and system.map.keyframes:
+            pub.publish(map_snapshot_message(map_snapshot(system.map, res.index, res.timestamp)))
+            self.t_map = time.monotonic()
+        if self.client is not None:
+            self.client.poll()
+        if self.delay_s > 0:
+            time.sleep(self.delay_s)
+
+
+def run(args: argparse.Namespace, spec: LaunchSpec, stop: StopRequest) -> dict:
     pub = Publisher(None, spec.endpoint("poses", args.run_dir), curve=bus_curve_server(spec, "poses"))
     client = None
     if "inference" in spec.endpoints:
@@ -165,64 +247,68 @@ def run(args: argparse.Namespace, spec: LaunchSpec, stop: threading.Event) -> di
     warm_up_kernels()  # before subscribing: the source streams only once we listen, so no backlog builds up
     rx = _Receiver(spec, args.run_dir, args.mode, stop)
     rx.start()
-    times = FrameTimes()
+    credit = _Credit(pub, rx)
+    # a replay that need not keep a camera's pace waits for local mapping, as in-process replay does
+    offline = spec.source.kind == "replay" and not spec.source.realtime
+    runner = None
     wall0 = time.perf_counter()
-    t_map = -np.inf  # when the last map snapshot went out (time.monotonic)
-    n = 0
     try:
-        while True:
-            try:
-                item = rx.items.get(timeout=0.1)
-            except queue.Empty:
-                if client is not None:
-                    client.poll()
-                continue
-            if item is None:
-                break
-            frame, prepared, t_capture, _ = item
-            system = rx.system
-            res = system.process(frame, prepared)
-            n += 1
-            # same machine: CLOCK_MONOTONIC is shared by the processes
-            times.add(res.timings_ms["total"], time.monotonic() - t_capture if isinstance(t_capture, float) else None)
-            T = res.T_w_c if res.T_w_c is not None else np.full((4, 4), np.nan)
-            pub.publish(pose_message(PoseEstimate(res.index, res.timestamp, T, res.state.value)))
-            feats = tracked_features(system, res)
-            if feats is not None:
-                pub.publish(tracked_features_message(feats))
-            since_map = time.monotonic() - t_map
-            due = since_map >= MAP_PERIOD_S or (res.is_keyframe and since_map >= MAP_MIN_PERIOD_S)
-            if due and system.map.keyframes:
-                pub.publish(map_snapshot_message(map_snapshot(system.map, res.index, res.timestamp)))
-                t_map = time.monotonic()
-            if client is not None:
-                client.poll()
+        items = _bus_items(rx, credit, client)
+        first = next(items, None)  # the receiver makes the system on the first frame
+        if first is not None:
+            runner = Runner(rx.system, stop=stop, back_pressure=offline)
+            runner.on_result = _Publish(pub, rx.system, client, spec.slam.frame_delay_s)
+            runner.run(itertools.chain([first], items))
+        if rx.end is not None and getattr(stop, "reason", None) is None:
+            credit.send(end_taken=True, force=True)  # every frame tracked: the source may go
     finally:
         stop.set()
         rx.join(5.0)
         if rx.system is not None:
             rx.system.shutdown()
-        pub.close()
     if rx.error is not None:
+        pub.close()
         raise rx.error
-    if rx.system is None or not rx.system.records:
-        raise DataError(args.sequence or spec.path, "no frame could be tracked (no frames arrived, or none tracked)")
-    end = rx.end or {"reason": "stopped"}
+    if rx.system is None:
+        pub.close()
+        raise DataError(args.sequence or spec.path, "no frame arrived: nothing to track")
+    report = runner.report if runner is not None else RunReport()
+    end = rx.end
+    if getattr(stop, "reason", None):  # this process was told to stop
+        stop_reason = stop.reason
+    elif end is not None:  # the stream ended: why the source ended it
+        stop_reason = "the source was stopped" if end.get("reason") == "stopped" else str(end.get("reason"))
+    else:
+        stop_reason = "the stream ended without its end message"
+    if end is not None:  # the source says what it sent and what it could not read
+        report.skipped = list(end.get("skipped", []))
+        frames = int(end.get("frames", rx.received)) + len(report.skipped)
+    else:  # what the source sent is unknown: count what came
+        frames = rx.received
+    acc = frame_accounting(rx.system, report, frames, received=rx.received, rejected=rx.sub.stats.rejected)
+    if acc["dropped_by_bus"] or acc["not_processed"]:
+        log.warning("%s", describe_accounting(acc))
     head = {"sequence": str(args.sequence or spec.source.camera or ""), "reader": "bus", "mode": rx.system.mode,
             "launch": str(spec.path)}
-    summary, traj = save_run(args.out, rx.system, head, n, end.get("skipped", []), times, time.perf_counter() - wall0)
+    times = runner.times if runner is not None else FrameTimes()
+    summary, traj = save_run(args.out, rx.system, head, frames, report.skipped, times, time.perf_counter() - wall0)
+    summary["stop_reason"] = stop_reason
+    summary["frame_accounting"] = acc
     summary["evaluation"] = None
     if args.sequence is not None:
         from slam.datasets import open_sequence
 
         summary["evaluation"] = evaluate_run(open_sequence(args.sequence), traj, rx.system.mode)
-    summary["bus"] = {"frames": asdict(rx.sub.stats), "poses": asdict(pub.stats), "end_of_stream": end}
+    summary["bus"] = {"frames": asdict(rx.sub.stats), "poses": asdict(pub.stats), "end_of_stream": end,
+                      "back_pressure": offline}
     if client is not None:
         summary["inference"] = {"endpoint": client.endpoint, **asdict(client.stats), "down_at_end": client.down}
         summary["inference"]["server_rejects"] = client.server_rejects  # what slam-infer refused, as it last said
         client.close()
     rx.sub.close()
     write_summary(args.out, summary)
+    credit.send(end_taken=end is not None, force=True)  # again, in case the source missed the first
+    pub.close()
     return summary
 
 
@@ -230,11 +316,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level, "slam")
     watch_parent()  # stop if the supervisor is killed (slam.nodes.lifeline)
-    stop = threading.Event()
+    stop = StopRequest()
 
-    def on_signal(*_: object) -> None:
+    def on_signal(signum: int, _frame: object) -> None:
         log.info("stop requested: finishing and saving")
-        stop.set()
+        stop.request("interrupted (Ctrl-C)" if signum == signal.SIGINT else "SIGTERM")
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
@@ -245,8 +331,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", e)
         return 2
     ev = summary.get("evaluation") or {}
-    log.info("%d frames, %d lost, %d keyframes%s; wrote %s", summary["frames"], len(summary["lost_frames"]),
-             summary["keyframes"], f", ATE RMSE {ev['ate_rmse_m']:.4f} m" if ev else "", args.out)
+    log.info("%s; %d keyframes%s; stopped: %s; wrote %s", describe_accounting(summary["frame_accounting"]),
+             summary["keyframes"], f", ATE RMSE {ev['ate_rmse_m']:.4f} m" if ev else "", summary["stop_reason"],
+             args.out)
     return 0
 
 

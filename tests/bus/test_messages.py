@@ -140,3 +140,14 @@ def test_frames_with_changing_cameras_keep_their_own():
     b.camera = PinholeCamera(64, 48, 70.0, 70.0, 32.0, 24.0)
     for f in (a, b, a, b):
         assert m.message_to_frame(over_wire(m.frame_message(f))).camera == f.camera
+
+
+def test_frame_credit_round_trip_and_checks():
+    c = m.message_to_frame_credit(over_wire(m.frame_credit_message(m.FrameCredit(7, 11, end_taken=True))))
+    assert (c.taken, c.granted, c.end_taken) == (7, 11, True)
+    assert over_wire(m.frame_credit_message(m.FrameCredit(0, 4))).arrays == {}  # a JSON header only
+    with pytest.raises(ValueError):
+        m.frame_credit_message(m.FrameCredit(5, 4))
+    for meta in ({"taken": 3}, {"taken": 5, "granted": 4}, {"taken": "1", "granted": 4}, {"taken": -1, "granted": 2}):
+        with pytest.raises(BusMessageError):
+            m.message_to_frame_credit(Message("credit", "frame_credit", meta=meta))

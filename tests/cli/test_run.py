@@ -1,7 +1,14 @@
 """End-to-end runs of ``slam-run`` on the shared real recordings and on broken input."""
 
 import json
+import os
+import re
+import select
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -26,6 +33,7 @@ def test_monocular_replay_of_kitti_clip(kitti_path, tmp_path):
     assert main([str(kitti_path), "--out", str(tmp_path), "--mode", "mono", "--max-frames", "60", "--no-progress"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["frames"] == 60 and summary["evaluation"]["align"] == "sim3"
+    assert summary["stop_reason"] == "--max-frames 60" and summary["frame_accounting"]["not_processed"] == 0
     # ~33 m of driving. Monocular tracking still loses the map in places (see the backbone issue):
     # this checks it initialises, tracks most frames and stays within a few metres.
     assert summary["tracked_frames"] >= 30
@@ -97,3 +105,40 @@ def test_plot_flag_writes_the_ate_plot_named_in_the_summary(tum_path, tmp_path):
     png = tmp_path / summary["evaluation"]["plot"]
     assert png.name == "trajectory_ate.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert summary["files"][png.name]["bytes"] == png.stat().st_size
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_replay_stopped_by_a_signal_saves_what_it_tracked(kitti_path, tmp_path, sig):
+    """Ctrl-C (SIGINT) or SIGTERM mid-replay: exit 0, trajectory, map and a summary that says why and how far."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "slam.cli.run", str(kitti_path), "--mode", "mono", "--out",
+                             str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # wait until the progress bar shows 20 frames tracked (tqdm: " 20/160"), then stop the replay
+    seen, deadline = b"", time.monotonic() + 120
+    while time.monotonic() < deadline and not re.search(rb"\b([2-9]\d|1\d\d)/160\b", seen):
+        if select.select([proc.stderr], [], [], 0.5)[0]:
+            chunk = os.read(proc.stderr.fileno(), 4096)
+            if not chunk:
+                break
+            seen += chunk
+    proc.send_signal(sig)
+    stdout, stderr = (b.decode() for b in proc.communicate(timeout=120))
+    stderr = seen.decode(errors="replace") + stderr
+    assert proc.returncode == 0, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stop_reason"] == ("interrupted (Ctrl-C)" if sig == signal.SIGINT else "SIGTERM")
+    acc = summary["frame_accounting"]
+    assert acc["frames"] == 160 and 0 < acc["not_processed"] < 160 and acc["tracked"] == summary["tracked_frames"] > 0
+    assert sum(acc[k] for k in ("tracked", "lost", "initialising", "unreadable", "dropped_by_bus", "rejected_by_bus",
+                                "not_processed")) == 160
+    # trajectory.txt holds the largest map; a reset puts the other maps' poses beside it
+    assert sum(len(read_tum(out / m["trajectory"])) for m in summary["maps"]) == summary["tracked_frames"]
+    assert (out / "map.npz").is_file() and (out / "keyframes.txt").is_file()
+    assert "not processed before the stop" in stdout and "stopped:" in stdout
+
+
+def test_default_replay_waits_for_local_mapping(tum_path, tmp_path):
+    """Without --realtime the replay never outruns local mapping; --realtime does not wait (camera-like)."""
+    assert main([str(tum_path), "--out", str(tmp_path / "a"), "--no-progress"]) == 0
+    assert main([str(tum_path), "--out", str(tmp_path / "b"), "--no-progress", "--realtime"]) == 0
+    a, b = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("a", "b"))
+    assert a["replay"]["back_pressure"] and not b["replay"]["back_pressure"]
+    assert a["stop_reason"] == "end of sequence" and a["frame_accounting"]["tracked"] == 9

@@ -218,3 +218,27 @@ def test_killed_launch_run_takes_its_processes_along_and_its_folder_is_cleaned(t
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, signal.SIGKILL)
         shutil.rmtree(root, ignore_errors=True)
+def _slow_main(flag) -> list[str]:
+    """A SLAM process that needs 3 s after the source ended; says whether it finished or was stopped."""
+    return _py("import signal, sys, time, pathlib\n"
+               f"p = pathlib.Path({str(flag)!r})\n"
+               "signal.signal(signal.SIGTERM, lambda *a: (p.write_text('stopped'), sys.exit(0)))\n"
+               "time.sleep(3.0); p.write_text('finished')")
+
+
+def test_source_that_confirmed_its_stream_lets_slam_finish_however_long_it_takes(tmp_path):
+    """No fixed drain time: a source that ended by itself had its whole stream taken (flow control)."""
+    flag = tmp_path / "flag"
+    sup = Supervisor([ProcessSpec("slam", _slow_main(flag), main=True),
+                      ProcessSpec("source", _py("pass"), required=True)], poll_s=0.02, drain_s=0.2,
+                     wait_main_after_source=True)
+    assert sup.run() == 0 and flag.read_text() == "finished"
+
+
+def test_stop_request_while_slam_finishes_still_stops_it(tmp_path):
+    flag = tmp_path / "flag"
+    sup = Supervisor([ProcessSpec("slam", _slow_main(flag), main=True),
+                      ProcessSpec("source", _py("pass"), required=True)], poll_s=0.02, drain_s=0.2,
+                     wait_main_after_source=True)
+    threading.Timer(1.5, sup.request_stop).start()
+    assert sup.run() == 0 and flag.read_text() == "stopped"
