@@ -54,6 +54,7 @@ def warm_up_kernels() -> None:
 
     A cold cache costs several seconds of compilation, which a live camera would see as dropped frames.
     """
+    from slam.backbone.frontend import feature_kernel
     from slam.backbone.frontend.features import Features
     from slam.backbone.optim.local_ba import local_bundle_adjustment
     from slam.backbone.frontend.matching import match_by_projection
@@ -72,6 +73,14 @@ def warm_up_kernels() -> None:
     match_by_projection(f, uv, desc, 3.0, 0)
     match_by_projection(f, uv, desc, np.full(8, 3.0), np.zeros(8, np.int64), taken=np.zeros(8, bool),
                         proj_ur=uv[:, 0] - 20)
+    # feature selection, with the argument types FeatureExtractor.extract passes
+    xy = rng.uniform(0, 400, (2, 1200)).astype(np.float32)
+    resp = rng.integers(7, 80, 1200).astype(np.float32)
+    octv = rng.integers(0, 8, 1200).astype(np.int64)
+    feature_kernel.level_stats(resp, octv, 8)
+    keep = feature_kernel.distribute(xy[0], xy[1], resp, octv, 1.2 ** -np.arange(8.0), np.full(8, 125, np.int64),
+                                     1000, 32.0, 21, 16)
+    feature_kernel.place(xy[0], xy[1], octv, keep, 1.2 ** np.arange(8.0), np.ones((8, 2)))
     poses = {0: np.eye(4), 1: np.array([[1, 0, 0, -0.1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])}
     for ur, wd in ((-np.ones(16), None), (np.r_[uv[:, 0], uv[:, 0] - 10] - 20, np.ones(16))):
         local_bundle_adjustment(poses, {0}, np.arange(8), X, np.repeat([0, 1], 8), np.tile(np.arange(8), 2),

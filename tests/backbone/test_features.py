@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from slam.backbone.frontend import feature_kernel
 from slam.backbone.frontend.features import (
     FeatureConfig,
     FeatureExtractor,
@@ -15,6 +16,7 @@ from slam.backbone.frontend.features import (
     level_to_image,
     set_depth_from_map,
 )
+from slam.backbone.frontend.features import _detect
 from slam.backbone.frontend.stereo import match_stereo
 from slam.geometry.camera import PinholeCamera
 
@@ -118,6 +120,109 @@ def test_fallback_finds_corners_in_low_contrast_cells(synth):
     assert right_cells(with_fb) > right_cells(without)
     assert right_cells(with_fb) >= 20
     assert len(with_fb) >= 0.95 * 1000
+
+
+def _distribute_plain(x, y, resp, octv, inv_scale, quotas, n_features, cell, nx, ny):
+    """The grid selection written plainly: cells per level, rank by score in each cell, quotas, fill-up."""
+    n = len(x)
+    if n <= n_features:
+        return np.arange(n)
+    score = [int(np.clip(np.rint(r), 0, 255)) for r in resp]
+    cells = {}
+    for i in range(n):
+        o = int(octv[i])
+        cx = min(max(int(float(x[i]) * inv_scale[o] // cell), 0), nx - 1)
+        cy = min(max(int(float(y[i]) * inv_scale[o] // cell), 0), ny - 1)
+        cells.setdefault((o, cy, cx), []).append(i)
+    rank = {}
+    for members in cells.values():
+        for r, i in enumerate(sorted(members, key=lambda i: (-score[i], i))):
+            rank[i] = r
+    kept, rest = [], []
+    for lv, quota in enumerate(quotas):
+        cand = sorted((i for i in range(n) if octv[i] == lv), key=lambda i: (rank[i], -score[i], i))
+        kept += cand[:quota]
+        rest += cand[quota:]
+    missing = n_features - len(kept)
+    if missing > 0:  # levels short of corners: the best-spread of the rest
+        kept += sorted(rest, key=lambda i: (rank[i], -score[i], octv[i], i))[:missing]
+    return np.sort(np.array(kept, np.int64))
+
+
+def _assert_selection_as_plain(ex, uv, resp, octv, w, h):
+    x, y = np.ascontiguousarray(uv[:, 0], np.float32), np.ascontiguousarray(uv[:, 1], np.float32)
+    resp, octv = np.asarray(resp, np.float32), np.asarray(octv, np.int64)
+    keep = ex._distribute(x, y, resp, octv, w, h)
+    cell = float(ex.cfg.grid_cell_px)
+    plain = _distribute_plain(x, y, resp, octv, ex.inv_scale_factors, ex.quotas, ex.cfg.n_features, cell,
+                              int(np.ceil(w / cell)) + 1, int(np.ceil(h / cell)) + 1)
+    np.testing.assert_array_equal(keep, plain)
+    # placement: the compiled conversion is level_to_image's, to the bit
+    sizes = level_sizes(w, h, ex.scale_factor, ex.n_levels)
+    ratio = np.array([w, h], np.float64) / sizes
+    placed = feature_kernel.place(x, y, octv, keep, ex._orb_scales, ratio)
+    ref = level_to_image(uv[keep].astype(np.float64) / ex._orb_scales[octv[keep]][:, None], octv[keep], sizes, w, h)
+    np.testing.assert_array_equal(placed, ref)
+    return len(keep)
+
+
+def test_grid_selection_as_plain_rule_on_real_candidates(synth, kitti_path):
+    from slam.datasets import open_sequence
+
+    cam, gray, *_ = synth
+    seq = open_sequence(kitti_path)
+    for camera, image in ((cam, gray), (seq.camera, seq[0].image), (seq.camera, seq[60].image)):
+        image = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        h, w = image.shape
+        for cfg in (FeatureConfig(), FeatureConfig(n_features=500, grid_cell_px=30), FeatureConfig(n_levels=6)):
+            ex = FeatureExtractor(cfg, camera)
+            uv, resp, octv, _, _ = _detect(ex._orb(ex.n_candidates, 20), image)
+            assert len(uv) > cfg.n_features
+            assert _assert_selection_as_plain(ex, uv, resp, octv, w, h) == cfg.n_features
+
+
+def test_grid_selection_as_plain_rule_on_random_candidates(synth):
+    """Ties everywhere (few distinct scores, repeated positions), levels short of corners, few candidates."""
+    cam = synth[0]
+    ex = FeatureExtractor(FeatureConfig(n_features=300), cam)
+    rng = np.random.default_rng(3)
+    for trial in range(12):
+        n = int(rng.integers(200, 900))
+        uv = np.column_stack([rng.uniform(-2, 642, n), rng.uniform(-2, 482, n)]).astype(np.float32)
+        uv[: n // 5] = uv[n // 5: 2 * (n // 5)]  # keypoints on the same pixels
+        resp = rng.integers(18, 18 + [1, 3, 40][trial % 3], n).astype(np.float32)
+        octv = np.minimum(rng.geometric(0.25 + 0.1 * (trial % 4), n) - 1, ex.n_levels - 1)
+        k = _assert_selection_as_plain(ex, uv, resp, octv, 640, 480)
+        assert k == min(n, 300)
+
+
+def test_fallback_on_crops_equals_whole_image(synth, kitti_path):
+    """The fallback pass on crops around empty cells finds what cv2.ORB finds on the whole image with a mask."""
+    from slam.datasets import open_sequence
+
+    cam, gray, *_ = synth
+    low = gray.astype(np.float32)
+    low[:, 320:] = 128 + (low[:, 320:] - 128) * 0.12  # right half: few corners, many ties
+    low = np.clip(low, 0, 255).astype(np.uint8)
+    seq = open_sequence(kitti_path)
+    rng = np.random.default_rng(4)
+    found = []
+    for camera, image in ((cam, gray), (cam, low), (seq.camera, seq[30].image)):
+        image = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        h, w = image.shape
+        ex = FeatureExtractor(FeatureConfig(), camera)
+        ny, nx = -(-h // 80), -(-w // 80)
+        for p in (0.05, 0.15, 0.4):
+            empty = rng.random((ny, nx)) < p
+            empty[0, -1] = empty[-1, 0] = True  # cells at the image corners (crop clipped by the image)
+            n = max(round(ex._orb_quotas[0] * empty.mean()), 16)
+            a = ex.fallback_corners(image, empty, n, crops=True)
+            b = ex.fallback_corners(image, empty, n, crops=False)
+            for u, v in zip(a, b):
+                np.testing.assert_array_equal(u, v)
+            found.append(len(a[0]))
+    assert min(found[3:6]) >= 16  # the low-contrast image: the n best (and ties) in every trial
+    assert sum(found) > 200
 
 
 def test_undistorted_coordinates_with_distortion(synth):

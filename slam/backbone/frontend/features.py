@@ -8,8 +8,9 @@ uses). ``u_right`` follows ORB-SLAM2: the x coordinate of the keypoint in a
 Extraction (:class:`FeatureExtractor`) runs ``cv2.ORB`` once on an image pyramid
 for about twice the keypoints wanted, then keeps the wanted number per level,
 spread over a grid of cells (best FAST score of each cell first), as ORB-SLAM's
-distribution does. Cells of the image left without any corner get a second,
-pass at a lower FAST threshold on the finest level. Area queries (:meth:`Features.in_area`,
+distribution does (compiled: :mod:`slam.backbone.frontend.feature_kernel`). Cells of the
+image left without any corner get a second pass at a lower FAST threshold on the finest
+level, on crops around those cells (same corners as on the whole image). Area queries (:meth:`Features.in_area`,
 :meth:`Features.in_areas`) use a grid of horizontal bands sorted by ``u``.
 Depth from an RGB-D depth map fills ``depth`` and ``u_right`` here; stereo matching
 (:mod:`slam.backbone.frontend.stereo`) does the same for a rectified pair.
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from slam.backbone.frontend import feature_kernel
 from slam.geometry.camera import PinholeCamera
 
 log = logging.getLogger(__name__)
@@ -226,7 +228,8 @@ class FeatureExtractor:
         self.threshold = int(cfg.fast_threshold)  # main-pass threshold now in use (adaptive)
         self._orbs: dict[tuple[int, int, int], cv2.ORB] = {}
         self._orb_scales = np.array([cfg.scale_factor**lv for lv in range(self.n_levels)], np.float32).astype(np.float64)
-        self._sizes: dict[tuple[int, int], np.ndarray] = {}
+        self._ratios: dict[tuple[int, int], np.ndarray] = {}  # (w, h) -> (n_levels, 2) image / level size
+        self._crop_orb: cv2.ORB | None = None  # the fallback pass on crops
 
     def _orb(self, n: int, threshold: int, n_levels: int | None = None) -> cv2.ORB:
         n_levels = self.n_levels if n_levels is None else n_levels
@@ -255,16 +258,17 @@ class FeatureExtractor:
             if extra is not None:
                 uv, resp, octv, ang, desc = (np.concatenate([a, b]) for a, b in
                                              zip((uv, resp, octv, ang, desc), extra))
-        keep = self._distribute(uv, resp, octv, w, h)
-        uv, octv = uv[keep].astype(np.float64), octv[keep]
+        x, y = np.ascontiguousarray(uv[:, 0]), np.ascontiguousarray(uv[:, 1])
+        keep = self._distribute(x, y, resp, octv, w, h)
         # cv2.ORB reports level-l corners at x_l * scale^l; the pyramid's pixel centres map by
         # (x_l + 0.5) * (width / level width) - 0.5 (up to ~1.8 px apart at the coarsest level)
-        sizes = self._sizes.get((w, h))
-        if sizes is None:
-            sizes = self._sizes[(w, h)] = level_sizes(w, h, self.scale_factor, self.n_levels)
-        uv = level_to_image(uv / self._orb_scales[octv][:, None], octv, sizes, w, h)
-        feats = Features(uv, undistort_fast(self.camera, uv),
-                         octv.astype(np.int32), ang[keep].astype(np.float32),
+        ratio = self._ratios.get((w, h))
+        if ratio is None:
+            sizes = level_sizes(w, h, self.scale_factor, self.n_levels)
+            ratio = self._ratios[(w, h)] = np.array([w, h], np.float64) / sizes
+        uv_img = feature_kernel.place(x, y, octv, keep, self._orb_scales, ratio)
+        feats = Features(uv_img, undistort_fast(self.camera, uv_img),
+                         octv[keep].astype(np.int32), ang[keep].astype(np.float32),
                          np.ascontiguousarray(desc[keep]), response=resp[keep].astype(np.float32))
         feats.build_grid(w, h)
         return feats
@@ -280,20 +284,18 @@ class FeatureExtractor:
         c = self.cfg
         if not c.adaptive_threshold:
             return
-        counts = np.bincount(octv, minlength=self.n_levels)[: self.n_levels]
+        counts, weakest = feature_kernel.level_stats(resp, octv, self.n_levels)
         if len(resp) == 0 or np.any(counts < self._orb_quotas):
             self.threshold = int(c.fast_threshold)
             return
-        weakest = np.full(self.n_levels, np.inf)
-        np.minimum.at(weakest, octv, resp)
         t = int(0.8 * weakest.min())
         self.threshold = int(np.clip(t, c.fast_threshold, c.max_fast_threshold))
 
     def _fallback(self, gray: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, ...] | None:
         """Corners at the low threshold, finest level only, inside the coarse cells the main pass left empty.
 
-        One level keeps it cheap (about 1 ms at 640x480): FAST at a low threshold over the whole
-        pyramid would cost as much as the main pass.
+        One level keeps it cheap: FAST at a low threshold over the whole pyramid would cost
+        as much as the main pass. Returned in raster order (``y``, then ``x``).
         """
         c = self.cfg
         h, w = gray.shape
@@ -304,44 +306,94 @@ class FeatureExtractor:
         empty = np.bincount(cy * nx + cx, minlength=nx * ny).reshape(ny, nx) == 0
         if not empty.any():
             return None
-        mask = np.repeat(np.repeat(empty.astype(np.uint8) * 255, cell, axis=0), cell, axis=1)[:h, :w]
         n = max(round(self._orb_quotas[0] * empty.mean()), 16)  # level 0's share of the empty area
-        found = _detect(self._orb(n, c.min_fast_threshold, 1), gray, np.ascontiguousarray(mask))
+        found = self.fallback_corners(gray, empty, n)
         return found if len(found[0]) else None
 
-    def _distribute(self, uv: np.ndarray, resp: np.ndarray, octv: np.ndarray, w: int, h: int) -> np.ndarray:
-        """Indices of the kept keypoints: per level its quota, taking cells round-robin, best score first."""
-        n = len(uv)
-        if n <= self.cfg.n_features:
-            return np.arange(n)
+    def fallback_corners(self, gray: np.ndarray, empty: np.ndarray, n: int,
+                         crops: bool | None = None) -> tuple[np.ndarray, ...]:
+        """The ``n`` best corners (all tied with the n-th too) of ``cv2.ORB`` at the fallback threshold,
+        finest level, inside the cells ``empty`` (ny, nx) bool of ``fallback_cell_px``; raster order.
+
+        Equal to one ``cv2.ORB`` call on the whole image with the empty cells as mask (FAST keeps
+        the best ``n`` of a level and every corner tied with the n-th), but FAST at a low threshold
+        scans the whole image however small the mask (~4 ms at 640x480). With few empty cells
+        (``crops`` None: when the crops cover less than half the image) FAST runs on crops around
+        runs of empty cells instead, with a margin wide enough (:data:`_CROP_MARGIN`) that
+        corners, orientations and descriptors inside the cells are those of the whole image.
+        """
+        c = self.cfg
+        h, w = gray.shape
+        cell = c.fallback_cell_px
+        rects = _empty_runs(empty, cell, w, h)
+        boxes = [(max(x0 - _CROP_MARGIN, 0), max(y0 - _CROP_MARGIN, 0), min(x1 + _CROP_MARGIN, w),
+                  min(y1 + _CROP_MARGIN, h)) for x0, y0, x1, y1 in rects]
+        if crops is None:
+            crops = sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in boxes) < 0.5 * w * h
+        if not crops:
+            mask = np.repeat(np.repeat(empty.astype(np.uint8) * 255, cell, axis=0), cell, axis=1)[:h, :w]
+            return _raster_order(_detect(self._orb(n, c.min_fast_threshold, 1), gray, np.ascontiguousarray(mask)))
+        orb = self._crop_orb
+        if orb is None:  # its own object: nfeatures changes per crop
+            orb = self._crop_orb = cv2.ORB_create(nlevels=1, edgeThreshold=c.edge_threshold, firstLevel=0, WTA_K=2,
+                                                  scoreType=cv2.ORB_FAST_SCORE, patchSize=31,
+                                                  fastThreshold=c.min_fast_threshold)
+        per_crop = []
+        for (x0, y0, x1, y1), (bx0, by0, bx1, by1) in zip(rects, boxes):
+            crop = gray[by0:by1, bx0:bx1]
+            mask = np.zeros(crop.shape, np.uint8)
+            mask[y0 - by0:y1 - by0, x0 - bx0:x1 - bx0] = 255
+            orb.setMaxFeatures((x1 - x0) * (y1 - y0))  # at most one corner per pixel: FAST keeps them all
+            kps = orb.detect(crop, mask)
+            per_crop.append((crop, (bx0, by0), kps))
+        resp = np.fromiter((k.response for _, _, kps in per_crop for k in kps), np.float32)
+        # FAST's choice over the whole image: the n best and every corner tied with the n-th
+        least = np.sort(resp)[::-1][n - 1] if len(resp) > n else -np.inf
+        parts = []
+        for crop, (bx0, by0), kps in per_crop:
+            kps = [k for k in kps if k.response >= least]
+            if not kps:
+                continue
+            kps, desc = orb.compute(crop, kps)
+            if desc is None or not kps:
+                continue
+            uv, r, o, a = _keypoint_arrays(kps)
+            parts.append((uv + np.array([bx0, by0], np.float32), r, o, a, desc))
+        if not parts:
+            return _no_keypoints()
+        return _raster_order(tuple(np.concatenate(x) for x in zip(*parts)))
+
+    def _distribute(self, x: np.ndarray, y: np.ndarray, resp: np.ndarray, octv: np.ndarray,
+                    w: int, h: int) -> np.ndarray:
+        """Indices of the kept keypoints: per level its quota, taking cells round-robin, best score first.
+
+        ``x``, ``y``: (N,) float32 as cv2.ORB reports them. The rule is
+        :func:`slam.backbone.frontend.feature_kernel.distribute`'s.
+        """
         cell = float(self.cfg.grid_cell_px)
         nx = int(np.ceil(w / cell)) + 1
         ny = int(np.ceil(h / cell)) + 1
-        inv = self.inv_scale_factors[octv]
-        cx = np.clip((uv[:, 0] * inv // cell).astype(np.int64), 0, nx - 1)
-        cy = np.clip((uv[:, 1] * inv // cell).astype(np.int64), 0, ny - 1)
-        cell_id = (octv.astype(np.int64) * ny + cy) * nx + cx
-        weak = 255 - np.clip(np.rint(resp), 0, 255).astype(np.int64)  # FAST scores are integers <= 255
-        # rank of each keypoint inside its cell by score (0 = best)
-        order = np.argsort(cell_id * 256 + weak, kind="stable")
-        sc = cell_id[order]
-        first = np.r_[True, sc[1:] != sc[:-1]]
-        pos = np.arange(n)
-        rank = np.empty(n, np.int64)
-        rank[order] = pos - np.maximum.accumulate(np.where(first, pos, 0))
-        # within each level: all cells' best, then all cells' second best, ...
-        order = np.argsort((octv * (n + 1) + rank) * 256 + weak, kind="stable")
-        lv = octv[order]
-        start = np.searchsorted(lv, np.arange(self.n_levels))
-        pos_in_level = pos - start[lv]
-        take = pos_in_level < self.quotas[lv]
-        kept = order[take]
-        missing = self.cfg.n_features - len(kept)
-        if missing > 0:  # levels short of corners: fill with the rest, best-spread first
-            rest = order[~take]
-            rest = rest[np.argsort(rank[rest] * 256 + weak[rest], kind="stable")][:missing]
-            kept = np.concatenate([kept, rest])
-        return np.sort(kept)
+        return feature_kernel.distribute(x, y, resp, octv, self.inv_scale_factors, self.quotas,
+                                         int(self.cfg.n_features), cell, nx, ny)
+
+
+# Crops around empty cells reach this far [px] beyond them: FAST (radius 3, non-maximum
+# suppression +1), ORB's orientation patch (radius 15) and its descriptor (pattern radius < 19,
+# on an image blurred 7 x 7) of a corner inside the cells then read only pixels of the crop.
+_CROP_MARGIN = 32
+
+
+def _empty_runs(empty: np.ndarray, cell: int, w: int, h: int) -> list[tuple[int, int, int, int]]:
+    """Pixel rectangles ``(x0, y0, x1, y1)`` of the horizontal runs of empty cells, row by row."""
+    rects = []
+    for cy in range(empty.shape[0]):
+        row = np.flatnonzero(empty[cy])
+        if len(row) == 0:
+            continue
+        breaks = np.flatnonzero(np.diff(row) > 1)
+        for s, e in zip(np.r_[0, breaks + 1], np.r_[breaks, len(row) - 1]):
+            rects.append((int(row[s]) * cell, cy * cell, min((int(row[e]) + 1) * cell, w), min((cy + 1) * cell, h)))
+    return rects
 
 
 @functools.lru_cache(maxsize=8)
@@ -382,15 +434,30 @@ def undistort_fast(camera: PinholeCamera, uv: np.ndarray) -> np.ndarray:
 def _detect(orb: cv2.ORB, gray: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """cv2.ORB keypoints as arrays: uv (N,2) float32, score, octave, angle, desc (N,32)."""
     kps, desc = orb.detectAndCompute(gray, mask)
+    if len(kps) == 0 or desc is None:
+        return _no_keypoints()
+    return (*_keypoint_arrays(kps), desc)
+
+
+def _keypoint_arrays(kps) -> tuple[np.ndarray, ...]:
+    """uv (N,2) float32, score (N,) float32, octave (N,) int64 and angle (N,) float32 of cv2 keypoints."""
     n = len(kps)
-    if n == 0 or desc is None:
-        return (np.zeros((0, 2), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64),
-                np.zeros(0, np.float32), np.zeros((0, 32), np.uint8))
     uv = cv2.KeyPoint_convert(kps).reshape(-1, 2)
     resp = np.fromiter((k.response for k in kps), np.float32, n)
     octv = np.fromiter((k.octave for k in kps), np.int64, n)
     ang = np.fromiter((k.angle for k in kps), np.float32, n)
-    return uv, resp, octv, ang, desc
+    return uv, resp, octv, ang
+
+
+def _no_keypoints() -> tuple[np.ndarray, ...]:
+    return (np.zeros((0, 2), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64),
+            np.zeros(0, np.float32), np.zeros((0, 32), np.uint8))
+
+
+def _raster_order(found: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """Keypoint arrays ``(uv, ...)`` sorted by ``y``, then ``x`` (a canonical order, whatever cv2's)."""
+    order = np.lexsort((found[0][:, 0], found[0][:, 1]))
+    return tuple(a[order] for a in found)
 
 
 # ============================================================================ depth

@@ -83,13 +83,23 @@ class PointSet:
 def gather_points(slam_map, keyframes, exclude: np.ndarray) -> PointSet | None:
     """Good points seen by ``keyframes``, except the ids in ``exclude``; None if there are none.
 
-    Call with ``slam_map.lock`` held (the arrays are read in one consistent step).
+    Ids come out ascending (as ``np.unique``). Call with ``slam_map.lock`` held (the arrays are
+    read in one consistent step).
     """
-    all_ids = [k.point_ids for k in keyframes]
-    if not all_ids:
+    if not keyframes:
         return None
-    ids = np.unique(np.concatenate(all_ids))
-    ids = np.setdiff1d(ids[ids >= 0], exclude[exclude >= 0])
+    ids = np.concatenate([k.point_ids for k in keyframes])
+    ids = ids[ids >= 0]
+    if len(ids) == 0:
+        return None
+    # one mark per id in [lo, hi] instead of sorting ~20k ids twice (unique, setdiff1d)
+    lo, hi = int(ids.min()), int(ids.max())
+    mark = np.zeros(hi - lo + 1, bool)
+    mark[ids - lo] = True
+    exclude = np.asarray(exclude, np.int64)
+    exclude = exclude[(exclude >= lo) & (exclude <= hi)]
+    mark[exclude - lo] = False
+    ids = np.flatnonzero(mark) + lo
     ids = ids[slam_map.valid_mask(ids)]
     if len(ids) == 0:
         return None

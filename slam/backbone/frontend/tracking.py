@@ -19,7 +19,10 @@ from __future__ import annotations
 import enum
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import attrgetter
 
 import cv2
 import numpy as np
@@ -341,13 +344,11 @@ class Tracker:
 
     def _local_keyframes(self, cur: TrackedFrame) -> list[KeyFrame]:
         """Keyframes sharing points with the frame, plus their best covisibles (bounded)."""
-        votes: dict[int, int] = {}
-        for pid in cur.point_ids[cur.point_ids >= 0]:
-            p = self.map.points.get(int(pid))
-            if p is None or p.bad:
-                continue
-            for kf_id in p.observations:
-                votes[kf_id] = votes.get(kf_id, 0) + 1
+        # Votes: one per observation of the frame's good points, counted in C (Counter over the chained
+        # observation dicts), in the order of the plain double loop (ties keep that order below).
+        ids = cur.point_ids[cur.point_ids >= 0]
+        ids = ids[self.map.valid_mask(ids)].tolist()
+        votes = Counter(chain.from_iterable(map(_observations, filter(None, map(self.map.points.get, ids)))))
         ranked = sorted(votes, key=votes.get, reverse=True)
         chosen = [k for k in ranked if k in self.map.keyframes and not self.map.keyframes[k].bad]
         chosen = chosen[: self.tc.max_local_keyframes]
@@ -431,6 +432,9 @@ class Tracker:
                               (f.uv_und[idx, 1] - self.camera.cy) / self.camera.fy * z, z])
         T_w_c = inv_pose(cur.T_c_w)
         return Pc @ T_w_c[:3, :3].T + T_w_c[:3, 3]
+
+
+_observations = attrgetter("observations")
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
