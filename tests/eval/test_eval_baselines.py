@@ -128,3 +128,22 @@ def test_too_little_ground_truth_is_an_error():
         trivial_estimates(one)
     with pytest.raises(ValueError, match="unknown line fit"):
         straight_line(_curvy(), "best")  # type: ignore[arg-type]
+
+
+def test_the_accuracy_helper_rejects_a_loose_bound_and_a_trivial_estimate():
+    from tests.accuracy import assert_beats_trivial
+
+    gt = _curvy(60)
+    rng = np.random.default_rng(2)
+    good = Trajectory(gt.timestamps, gt.poses.copy())
+    good.poses[:, :3, 3] += rng.normal(0.0, 0.01, (len(gt), 3))
+    moved = similarity(good, so3_exp(np.array([0.1, 0.2, -0.3])), np.array([1.0, 2.0, 3.0]), 1.0)
+    res = assert_beats_trivial(moved, gt, "se3", bound=0.05)
+    assert res.ate < 0.03 and res.matched == 60 and res.best_trivial[1] > 0.1
+    with pytest.raises(AssertionError, match="is not 2.0x below the trivial answer"):
+        assert_beats_trivial(moved, gt, "se3", bound=0.5 * res.best_trivial[1] + 1e-6)
+    with pytest.raises(AssertionError, match="above the bound"):
+        assert_beats_trivial(constant_velocity(gt), gt, "se3", bound=0.05)
+    # a restart adds the restart answers, on the matched frames
+    res = assert_beats_trivial(moved, gt, "se3", bound=0.05, restarts_at=(gt.timestamps[30],))
+    assert {"restart_30_track", "restart_30_stay"} <= res.trivial.keys()
