@@ -1,7 +1,7 @@
 """Local bundle adjustment on synthetic problems with known answers, both backends.
 
-``python -m tests.test_local_ba`` prints the benchmark (native vs g2o, build
-vs optimise split, GIL release check); ``pytest -s`` shows what the tests print.
+The timing benchmark (native vs g2o, build vs optimise split) is
+``benchmarks/optim_speed.py``; ``pytest -s`` shows what the tests print.
 """
 
 from __future__ import annotations
@@ -263,7 +263,7 @@ def test_native_result_is_rigid_and_moves_only_free_keyframes():
 
 
 
-# ----------------------------------------------------------------- benchmark
+# ----------------------------------------------------------------- GIL
 
 
 def gil_check(s: BAScene, fixed, backend: str) -> tuple[float, float]:
@@ -309,31 +309,3 @@ def gil_check(s: BAScene, fixed, backend: str) -> tuple[float, float]:
         stop.set()
         th.join()
     return inside[0] / (1e3 * inside[1]), idle
-
-
-def benchmark(quick: bool = False) -> None:
-    rng = np.random.default_rng(42)
-    # about a monocular keyframe's window in the running system
-    n_kf, n_pts = (6, 600) if quick else (10, 3000)
-    s = ba_scene(rng, n_kf=n_kf, n_pts=n_pts, obs_per_pt=4, stereo_frac=0.0, outlier_frac=0.1)
-    fixed = {100, 101, 102, 103}
-    for backend in BACKENDS:
-        for _ in range(1 if quick else 3):
-            poses0, X0 = _perturbed_start(rng, s, fixed, trans=0.01, rot_deg=0.3, pt_sigma=0.02)  # as after tracking
-            res = run_ba(s, poses0, X0, fixed, iterations=(5, 5), backend=backend)
-            st = res.stats
-            err = _max_pose_error(res.poses, s.poses)
-            print(f"local BA {backend:6s} {n_kf} kf ({len(fixed)} fixed), {n_pts} pts, {st.n_edges} obs: "
-                  f"build {1e3 * st.build_s:.1f} ms, optimize {1e3 * st.optimize_s:.1f} ms, "
-                  f"total {1e3 * st.total_s:.1f} ms; {st.n_outliers} outliers, max pose err {1e3 * err[0]:.2f} mm")  # fmt: skip
-        during, idle = gil_check(s, fixed, backend)
-        print(f"  GIL: a Python thread spins {during:.0f} loops/ms inside the solver vs {idle:.0f} alone "
-              f"({'released' if during > 0.3 * idle else 'HELD'})")  # fmt: skip
-
-
-def test_benchmark_runs():
-    benchmark(quick=True)
-
-
-if __name__ == "__main__":
-    benchmark()

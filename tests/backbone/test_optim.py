@@ -1,7 +1,7 @@
 """Motion-only and local BA on synthetic problems with known answers.
 
-``python -m tests.test_optim`` prints the timing of :func:`optimize_pose`
-against the g2o reference; ``pytest -s`` shows the timings the tests print.
+The timing of :func:`optimize_pose` against the g2o reference is
+``benchmarks/optim_speed.py``.
 Local BA: ``tests/test_local_ba.py``.
 """
 
@@ -278,33 +278,3 @@ def test_optimize_pose_degenerate_inputs():
     assert res.n_inliers == 0 and np.all(np.isfinite(res.T_c_w))
     with pytest.raises(ValueError):
         optimize_pose(T, X, np.full((5, 2), 300.0), np.ones(5), np.ones(5), FX, FY, CX, CY, bf=0.0)
-
-
-# ----------------------------------------------------------------- benchmark
-
-
-def benchmark(quick: bool = False) -> None:
-    rng = np.random.default_rng(42)
-    print("optimize_pose (mixed mono/stereo, 20% outliers), median of runs:")
-    for n in (300, 600, 1000):
-        s = pose_scene(rng, n=n, stereo_frac=0.5, outlier_frac=0.2)
-        T0 = perturb(rng, s.T_c_w)
-        reps = 5 if quick else 20
-        times, times_g2o = [], []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            optimize_pose(T0, s.X, s.uv, s.ur, s.w, FX, FY, CX, CY, BF)
-            times.append(time.perf_counter() - t0)
-        for _ in range(max(reps // 4, 2)):
-            t0 = time.perf_counter()
-            optimize_pose_g2o(T0, s.X, s.uv, s.ur, s.w)
-            times_g2o.append(time.perf_counter() - t0)
-        print(f"  N={n:5d}: {1e3 * np.median(times):6.2f} ms   (g2o reference {1e3 * np.median(times_g2o):6.2f} ms)")
-
-
-def test_benchmark_runs():
-    benchmark(quick=True)
-
-
-if __name__ == "__main__":
-    benchmark()

@@ -7,13 +7,14 @@ import dataclasses
 import numpy as np
 import pytest
 
-from slam.eval import evaluate
+from slam.eval import compute
 from slam.geometry import inv_pose
 from slam.records import StereoRig
 from slam.synth import SynthSequence
 from slam.backbone.system import System
 from slam.backbone.frontend.tracking import State
 from slam.trajectory import Trajectory
+from tests.accuracy import assert_beats_trivial
 from tests.conftest import small_demo
 
 N = 60
@@ -50,8 +51,7 @@ def test_tracks_synthetic_sequence_through_threads(frames, mode, max_ate):
     assert len(system.map.keyframes) >= 2 and len(system.map.points) > 200
     traj = system.trajectory()
     assert len(traj) == N
-    res = evaluate(_gt(fr), traj, align="se3")
-    assert res["ate"]["rmse"] < max_ate
+    print(f"\n  {mode}:", assert_beats_trivial(traj, _gt(fr), "se3", bound=max_ate))
     # Constant-velocity predictions feed poses back frame after frame: every pose must stay rigid.
     R = traj.poses[:, :3, :3]
     np.testing.assert_allclose(np.einsum("nji,njk->nik", R, R), np.broadcast_to(np.eye(3), R.shape), atol=1e-9)
@@ -69,11 +69,22 @@ def test_black_frames_are_lost_then_tracking_resumes(frames):
     assert all(s != State.OK for s in states[20:26])  # reported lost (then re-initialising)
     assert set(system.lost_frames()) >= {20}
     assert all(s == State.OK for s in states[27:])  # a new map from the first textured frame on
-    # The new map starts where the camera was last seen, so the trajectory stays close to the truth.
     traj = system.trajectory()
     assert len(traj) == N - 6
     gt = _gt([f for f, s in zip(seq, states) if s == State.OK])
-    assert evaluate(gt, traj, align="se3")["ate"]["rmse"] < 0.15
+    # Each map on its own tracks well: well below any trivial answer on the same frames.
+    before, after = traj.subset(slice(0, 20)), traj.subset(slice(20, None))
+    print("\n  before the loss:", assert_beats_trivial(before, gt.subset(slice(0, 20)), "se3", bound=0.008))
+    print("  after the loss:", assert_beats_trivial(after, gt.subset(slice(20, None)), "se3", bound=0.02))
+    # The new map starts where the camera was last seen, not at the origin: with the first map aligned to the
+    # truth, the first pose after the loss is off by about the motion during the blackout (which nothing saw),
+    # far less than a restart at the origin. Across both maps a straight line still scores better (110 vs
+    # 134 mm): the 0.29 m moved in the dark stays as an offset, so no whole-trajectory bound is asserted.
+    T = compute(gt.subset(slice(0, 20)), before, "se3").T_align
+    p_first = T[:3, :3] @ after.positions[0] + T[:3, 3]
+    gap = np.linalg.norm(gt.positions[20] - gt.positions[19])
+    at_origin = np.linalg.norm(gt.positions[20] - gt.positions[0])
+    assert np.linalg.norm(p_first - gt.positions[20]) < gap + 0.02 < 0.5 * at_origin
 
 
 def test_relative_pose_of_frames_follows_keyframe_corrections(frames):
@@ -118,7 +129,5 @@ def test_tracks_synthetic_sequence_monocular_through_threads(frames):
     assert all(r.state == State.OK for r in results[first:]), [r.state for r in results]
     traj = system.trajectory()
     assert len(traj) >= N - first
-    res = evaluate(_gt(fr), traj, align="sim3")
-    path = float(np.sum(np.linalg.norm(np.diff(_gt(fr).positions, axis=0), axis=1)))
-    print(f"\n  mono: first tracked frame {first}, ATE {1e3 * res['ate']['rmse']:.1f} mm over {path:.2f} m")
-    assert res["ate"]["rmse"] < 0.02 * path
+    path = _gt(fr).path_length()
+    print(f"\n  mono: first tracked frame {first},", assert_beats_trivial(traj, _gt(fr), "sim3", bound=0.02 * path))

@@ -14,7 +14,16 @@ import numpy as np
 import pytest
 
 from slam.cli.run import main
+from slam.synth.generate import generate
 from slam.trajectory import read_tum
+from tests.accuracy import assert_run_beats_trivial
+from tests.conftest import small_demo
+
+
+@pytest.fixture(scope="module")
+def synth_seq(tmp_path_factory):
+    """60 frames (2 s, 1.9 m) of the demo trajectory at 320x240 on disk, RGB-D and stereo."""
+    return generate(small_demo(60, imu=False), tmp_path_factory.mktemp("synth") / "seq", progress=False)
 
 
 def test_rgbd_replay_of_tum_clip(tum_path, tmp_path):
@@ -25,8 +34,17 @@ def test_rgbd_replay_of_tum_clip(tum_path, tmp_path):
     assert summary["mode"] == "rgbd" and summary["lost_frames"] == []
     assert summary["keyframes"] >= 1 and summary["map_points"] > 300
     assert (tmp_path / "map.npz").is_file() and (tmp_path / "keyframes.txt").is_file()
-    # 9 frames of fr1_desk: the camera moves ~5 cm; tracking stays within 1 cm.
-    assert summary["evaluation"]["ate_rmse_m"] < 0.01
+    # No accuracy bound on these 9 frames: over their ~5 cm a straight line at constant speed scores 3.4 mm ATE,
+    # as well as the tracker does (3.1 mm); test_rgbd_replay_of_synthetic_sequence checks accuracy instead.
+    assert summary["evaluation"]["ate_rmse_m"] is not None
+
+
+def test_rgbd_replay_of_synthetic_sequence(synth_seq, tmp_path):
+    assert main([str(synth_seq), "--out", str(tmp_path), "--mode", "rgbd", "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["frames"] == summary["tracked_frames"] == 60 and summary["lost_frames"] == []
+    # every trivial answer (constant velocity, straight line, stationary) scores above 100 mm here
+    print("\n ", assert_run_beats_trivial(synth_seq, tmp_path, "se3", bound=0.015))
 
 
 def test_monocular_replay_of_kitti_clip(kitti_path, tmp_path):
@@ -34,10 +52,11 @@ def test_monocular_replay_of_kitti_clip(kitti_path, tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["frames"] == 60 and summary["evaluation"]["align"] == "sim3"
     assert summary["stop_reason"] == "--max-frames 60" and summary["frame_accounting"]["not_processed"] == 0
-    # ~33 m of driving. Monocular tracking still loses the map in places (see the backbone issue):
-    # this checks it initialises, tracks most frames and stays within a few metres.
+    # 21 m of driving. Monocular tracking still loses the map in places (see the backbone issue): this checks it
+    # initialises, tracks most frames, and beats every trivial answer on the frames it tracked (the best, constant
+    # velocity, scores 1.5 m on the 54 frames tracked; the tracker 0.21 m).
     assert summary["tracked_frames"] >= 30
-    assert summary["evaluation"]["ate_rmse_m"] < 3.0
+    print("\n ", assert_run_beats_trivial(kitti_path, tmp_path, "sim3", bound=0.5))
 
 
 def test_corrupt_frame_is_skipped_and_reported(tum_path, tmp_path):

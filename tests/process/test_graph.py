@@ -17,6 +17,8 @@ from slam.cli.launch_run import run_launch
 from slam.cli.run import main as slam_run
 from slam.synth import SynthSequence
 from slam.synth.generate import generate
+from slam.trajectory import Trajectory
+from tests.accuracy import assert_run_beats_trivial, check_bound, trivial_over_offsets
 from tests.conftest import small_demo
 from tests.sensors.conftest import PtyDevice
 from tests.sensors.test_live import imu_writer
@@ -70,7 +72,8 @@ def test_graph_over_ipc_matches_in_process_replay(synth_rgbd, tmp_path, mode):
     assert s["mode"] == mode
     print(f"\n  {mode}: ATE graph {1e3 * ate:.2f} mm vs in-process {1e3 * ate_ref:.2f} mm; latency "
           f"{s['timing_ms']['latency']['median']:.1f} ms median")
-    assert ate < 0.02 and ate < ate_ref + 0.003
+    assert ate < ate_ref + 0.003
+    print(" ", assert_run_beats_trivial(synth_rgbd, out, "se3", bound=0.02))
     assert s["processes"]["inference"]["starts"] == 1 and s["inference"]["heartbeats"] >= 2
     assert s["inference"]["server_rejects"]["rejected"] == 0  # the server's own count, reported with heartbeats
 
@@ -127,7 +130,7 @@ def test_tracking_goes_on_while_the_inference_server_is_killed_and_restarted(syn
 
     assert run_launch(_launch_file(tmp_path), synth_rgbd, out, on_start=kill_inference) == 0
     s = _check_complete(out)
-    assert s["evaluation"]["ate_rmse_m"] < 0.02
+    assert_run_beats_trivial(synth_rgbd, out, "se3", bound=0.02)
     # killed, restarted by the supervisor, and answering again by the end; no model is loaded yet,
     # so the traffic is the client's heartbeats: missed while the server was dead, answered around it
     assert killed and s["processes"]["inference"]["starts"] >= 2
@@ -202,7 +205,7 @@ def _video(tmp_path: Path) -> Path:
         writer.write(cv2.cvtColor(seq.render_frame(i).rgb, cv2.COLOR_RGB2BGR))
     writer.release()
     seq.camera.to_yaml(path.with_suffix(".yaml"))
-    np.save(tmp_path / "gt_positions.npy", seq.T_w_c[:N_VIDEO, :3, 3])
+    np.save(tmp_path / "gt_poses.npy", seq.T_w_c[:N_VIDEO])
     return path
 
 
@@ -230,13 +233,18 @@ def test_live_graph_on_a_video_file_and_a_pty_imu(tmp_path, pty_device):
     # as well as in-process replay of the same video
     assert slam_run([str(video), "--out", str(tmp_path / "ref"), "--realtime", "--no-progress"]) == 0
     ref = _summary(tmp_path / "ref")
-    gt = np.load(tmp_path / "gt_positions.npy")
-    ate, k = _ate_unknown_start(np.loadtxt(tmp_path / "out" / "trajectory.txt"), gt, fps=30.0)
+    gt_poses = np.load(tmp_path / "gt_poses.npy")
+    gt = gt_poses[:, :3, 3]
+    traj = np.loadtxt(tmp_path / "out" / "trajectory.txt")
+    ate, k = _ate_unknown_start(traj, gt, fps=30.0)
     ate_ref, _ = _ate_unknown_start(np.loadtxt(tmp_path / "ref" / "trajectory.txt"), gt, fps=30.0)
     print(f"\n  lost frames: graph {len(s['lost_frames'])}, in-process {len(ref['lost_frames'])}; "
           f"ATE graph {1e3 * ate:.1f} mm (first tracked frame {k}), in-process {1e3 * ate_ref:.1f} mm")
     assert len(s["lost_frames"]) <= len(ref["lost_frames"]) + 4
-    assert ate < max(2 * ate_ref, 0.03)  # 1.5 % of the 1.9 m path; runs spread 8-22 mm either way
+    # trivial answers on the same frames, with the same searched start
+    steps = np.round((traj[:, 0] - traj[0, 0]) * 30.0).astype(int)
+    trivial = trivial_over_offsets(Trajectory(np.arange(N_VIDEO) / 30.0, gt_poses), steps, "sim3")
+    print(" ", check_bound(ate, 0.04, trivial, len(traj), margin=2.0))  # runs spread 8-38 mm
     imu = sensors["imu"]
     # 200 Hz over the video's 2 s, attached to the frames that carried them; nothing garbled
     assert imu["samples"] >= 300 and imu["attached_to_frames"] >= 250 and imu["garbage"] == 0
