@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from slam.cli import console
 from slam.errors import DataError
 from slam.eval.common import EvalError, Statistics
 from slam.eval.evaluate import Evaluation, compute
@@ -42,7 +43,7 @@ UNIT_NAMES = {"f": "frames", "m": "m", "s": "s"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="slam-eval", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="slam-eval", description=console.description(__doc__))
     p.add_argument("gt", type=Path, help="ground-truth trajectory file")
     p.add_argument("est", type=Path, help="estimated trajectory file")
     p.add_argument("--gt-format", choices=("auto", *FORMATS), default="auto",
@@ -64,7 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--kitti-step", type=int, default=10, help="KITTI: first frame every N frames (default 10)")
     p.add_argument("--json", type=Path, metavar="OUT.json", help="write the results as JSON")
     p.add_argument("--plot", type=Path, metavar="OUT.png", help="write a PNG: top view and error over time")
-    p.add_argument("--log-level", default="WARNING")
+    console.add_arguments(p, log_level="WARNING", progress=False)
     return p.parse_args(argv)
 
 
@@ -162,8 +163,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
-                        format="%(levelname)s %(name)s: %(message)s")
+    console.setup(args.log_level, args.verbose)
     try:
         run(args)
     except (DataError, EvalError) as e:

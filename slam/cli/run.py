@@ -30,9 +30,8 @@ import threading
 import time
 from pathlib import Path
 
-from tqdm import tqdm
-
 from slam.backbone.config import SlamConfig
+from slam.cli import console
 from slam.errors import DataError
 from slam.outputs import FrameTimes, evaluate_run, save_empty_run, save_run
 from slam.replay import FramePipeline
@@ -44,7 +43,7 @@ MODES = ("rgbd", "stereo-inertial", "stereo", "mono-inertial", "mono")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="slam-run", description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(prog="slam-run", description=console.description(__doc__),
                                 epilog="exit status: 0 done, 2 bad input, 3 live run stopped by a camera fault "
                                        "(outputs written)")
     p.add_argument("sequence", type=Path, nargs="?",
@@ -61,8 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sync-mapping", action="store_true",
                    help="run local mapping in the tracking thread after each keyframe: repeatable results, not real time")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
-    p.add_argument("--log-level", default="INFO")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    console.add_arguments(p)
     live = p.add_argument_group("live (instead of SEQUENCE)")
     live.add_argument("--camera", metavar="DEVICE_OR_VIDEO",
                       help="camera index (0), device (/dev/video0), stream URL or video file, read as a live camera")
@@ -117,14 +115,14 @@ def _run(args: argparse.Namespace) -> dict:
     if mode.endswith("-inertial"):
         log.warning("mode %s: the IMU is not fused yet (visual-inertial comes later); tracking visually", mode)
     log.info("sequence %s: %d frames, reader %s, mode %s", seq.name, len(seq), type(seq).__name__, mode)
-    log.info("config: %s", json.dumps(cfg.to_dict()))
+    console.log_config(log, "config", cfg.to_dict())  # also in summary.json
     seq.use_streams(mode)
     system = System(seq.camera, mode, cfg, stereo=seq.stereo, threaded=not args.sync_mapping)
 
     n = len(seq) if args.max_frames is None else min(len(seq), args.max_frames)
     skipped: list[dict] = []
     wall0 = time.perf_counter()
-    bar = tqdm(total=n, desc="slam-run", unit="frame", disable=args.no_progress, file=sys.stderr)
+    bar = console.progress(n, "slam-run", disable=args.no_progress)
     # Frames are decoded ahead and their features extracted one frame ahead, in other threads,
     # while this thread tracks (slam.replay).
     pipe = FramePipeline(seq, system.prepare, n, realtime=args.realtime, preload=args.preload)
@@ -207,11 +205,11 @@ def _run_live(args: argparse.Namespace) -> dict:
     if mode == "mono-inertial":
         log.warning("mode %s: the IMU is not fused yet (visual-inertial comes later); tracking visually, "
                     "IMU samples attached to frames and counted", mode)
-    log.info("config: %s", json.dumps(cfg.to_dict()))
+    console.log_config(log, "config", cfg.to_dict())  # also in summary.json
     system, stop_reason = None, None
     n, skipped, times = 0, [], FrameTimes()
     wall0 = time.perf_counter()
-    bar = tqdm(total=args.max_frames, desc="slam-run", unit="frame", disable=args.no_progress, file=sys.stderr)
+    bar = console.progress(args.max_frames, "slam-run", disable=args.no_progress)
     frames = source.frames()  # ends at the end of a video, on a signal, or on a camera fault (source.fault)
     with _StopOnSignal(source.stop) as signals:
         try:
@@ -259,7 +257,7 @@ def _run_live(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    console.setup(args.log_level, args.verbose)
     if args.launch is not None:
         from slam.cli.launch_run import run_launch
 

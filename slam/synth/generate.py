@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,13 +25,17 @@ def generate(
     cfg: SynthConfig,
     out_dir: str | Path,
     layout: str = "native",
-    progress: bool = True,
+    progress: bool | Callable[[int], object] = True,
     sequence: SynthSequence | None = None,
 ) -> Path:
     """Render the sequence of ``cfg`` into ``out_dir`` in ``layout`` (native, tum, euroc, kitti).
 
     Files this layout writes are replaced; other files in ``out_dir`` are left alone. A prepared
     ``sequence`` (e.g. sharing a built scene) may be passed instead; its config then wins.
+    ``progress``: a tqdm bar (True), nothing (False), or a function called with the number
+    of frames finished since its last call. Frames are rendered and written by
+    ``cfg.write_threads`` threads (0: one per core); each frame's pixels depend on its index
+    alone, so the files are the same with any number of threads.
     Returns the output folder.
     """
     if layout not in WRITERS:
@@ -52,15 +58,33 @@ def generate(
     log.info("scene ready in %.1f s; rendering %d frames (%s layout) to %s", time.perf_counter() - t0,
              cfg.num_frames, layout, writer.out)
     with_depth = cfg.depth and writer.needs_depth
+
+    def render_and_write(i: int) -> None:
+        writer.write_frame(seq.render_frame(i, with_depth=with_depth))
+
+    # Threads overlap one frame's ray casting (Open3D, multi-threaded) with another's shading and
+    # PNG encoding (numpy and OpenCV release the GIL): ~1.6x on 2 cores.
+    workers = cfg.write_threads if cfg.write_threads > 0 else (os.cpu_count() or 1)
+    bar = tqdm(total=len(seq), desc=f"slam-synth {cfg.name}", unit="frame") if progress is True else None
+    advance = bar.update if bar is not None else (progress if callable(progress) else None)
     pending: deque[Future] = deque()
-    with ThreadPoolExecutor(max_workers=max(1, cfg.write_threads)) as pool:
-        for i in tqdm(range(len(seq)), desc=f"slam-synth {cfg.name}", unit="frame", disable=not progress):
-            frame = seq.render_frame(i, with_depth=with_depth)
-            pending.append(pool.submit(writer.write_frame, frame))
-            while len(pending) > 2 * max(1, cfg.write_threads):
-                pending.popleft().result()  # bounded memory; re-raises write errors
-        while pending:
-            pending.popleft().result()
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for i in range(len(seq)):
+                pending.append(pool.submit(render_and_write, i))
+                while len(pending) >= 2 * workers:  # bounded memory; re-raises render/write errors
+                    pending.popleft().result()
+                    if advance is not None:
+                        advance(1)
+            while pending:
+                pending.popleft().result()
+                if advance is not None:
+                    advance(1)
+    finally:
+        for f in pending:
+            f.cancel()
+        if bar is not None:
+            bar.close()
     imu = seq.imu() if cfg.imu else None
     writer.finish(imu)
     log.info("wrote %s (%d frames, %s) in %.1f s", writer.out, len(seq), layout, time.perf_counter() - t0)

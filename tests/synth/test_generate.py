@@ -169,3 +169,23 @@ def test_presets():
     assert (t.width, t.height) == (320, 240) and t.num_frames == 40
     with pytest.raises(KeyError):
         preset("nope")
+
+
+def test_parallel_rendering_writes_the_same_bytes_as_one_thread(tmp_path, tiny_scene):
+    """Frames rendered by several threads at once (the default: one per core) equal a sequential render."""
+    one = _digest(generate(tiny(num_frames=6, write_threads=1), tmp_path / "one", progress=False,
+                           sequence=SynthSequence(tiny(num_frames=6, write_threads=1), scene=tiny_scene)))
+    many = _digest(generate(tiny(num_frames=6, write_threads=3), tmp_path / "many", progress=False))
+    one.pop("synth.json")  # it records write_threads
+    many.pop("synth.json")
+    assert one == many and sum(k.startswith("rgb/") for k in one) == 6
+    seq = SynthSequence(tiny(num_frames=6), scene=tiny_scene)
+    f = seq.render_frame(4)
+    png = sorted((tmp_path / "many" / "rgb").glob("*.png"))[4]
+    np.testing.assert_array_equal(cv2.cvtColor(cv2.imread(str(png)), cv2.COLOR_BGR2RGB), f.rgb)
+
+
+def test_progress_callback_counts_every_frame(tmp_path, small_seq):
+    done: list[int] = []
+    generate(small_seq.cfg, tmp_path / "p", progress=done.append, sequence=small_seq)
+    assert sum(done) == N
