@@ -17,7 +17,7 @@ import numpy as np
 from slam.backbone.map.map_io import save_map
 from slam.backbone.system import System
 from slam.backbone.frontend.tracking import State
-from slam.trajectory import Trajectory, write_tum
+from slam.trajectory import Trajectory, per_frame_poses, write_kitti, write_tum
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,10 @@ def save_run(out: Path, system: System, head: dict, n: int, skipped: list, times
     write_tum(out / "trajectory.txt", traj)
     write_tum(out / "keyframes.txt", system.keyframe_trajectory())
     save_map(system.map, out / "map.npz")
+    kitti = head.get("reader") == "KittiSequence" and len(traj) > 0
+    if kitti:  # the KITTI devkit wants one pose per image: a frame without one holds the previous pose
+        stamps = dict.fromkeys(range(n), np.nan) | {r.index: r.timestamp for r in system.results}  # NaN: skipped
+        write_kitti(out / "trajectory_kitti.txt", per_frame_poses(traj, np.array(list(stamps.values()))))
     interval_ms = times.interval_ms
     lost = system.lost_frames()
     states = [r.state for r in system.results]
@@ -79,7 +83,8 @@ def save_run(out: Path, system: System, head: dict, n: int, skipped: list, times
         # Sustained rate: poses out per second (prefetched feature extraction overlaps tracking).
         "tracking_fps": float(1e3 / np.median(interval_ms)) if len(interval_ms) else None,
         "wall_s": wall,
-        "outputs": ["trajectory.txt", "keyframes.txt", "map.npz", "summary.json"],
+        "outputs": ["trajectory.txt", *(["trajectory_kitti.txt"] if kitti else []), "keyframes.txt", "map.npz",
+                    "summary.json"],
         "config": system.cfg.to_dict(),
     }
     return summary, traj

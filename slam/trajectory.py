@@ -217,15 +217,17 @@ def find_kitti_times(pose_path: str | Path) -> Path | None:
 
 
 def per_frame_poses(traj: Trajectory, frame_stamps: np.ndarray) -> Trajectory:
-    """One pose per frame stamp (s, sorted), for formats that need every image (the KITTI devkit does).
+    """One pose per frame stamp (s, sorted; NaN for a frame whose stamp is unknown), for formats that need
+    every image (the KITTI devkit refuses a result file with fewer lines than ground-truth poses).
 
     A frame with a pose in ``traj`` (same stamp) gets it; a frame without one (lost,
     skipped) keeps the previous frame's pose (no motion), and frames before the first
-    pose get the first pose: the devkit counts their missing motion as error instead
-    of failing on a short file. ``traj`` must not be empty.
+    pose get the first pose: the devkit then counts their missing motion as error
+    instead of failing on a short file. ``traj`` must not be empty.
     """
     stamps = np.asarray(frame_stamps, dtype=np.float64).reshape(-1)
     if len(traj) == 0:
         raise ValueError("per_frame_poses: the trajectory is empty")
-    j = np.clip(np.searchsorted(traj.timestamps, stamps, side="right") - 1, 0, len(traj) - 1)
+    known = np.nan_to_num(np.fmax.accumulate(stamps), nan=-np.inf) if stamps.size else stamps
+    j = np.clip(np.searchsorted(traj.timestamps, known, side="right") - 1, 0, len(traj) - 1)
     return Trajectory(stamps, traj.poses[j])

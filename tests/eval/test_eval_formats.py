@@ -106,3 +106,7 @@ def test_per_frame_poses_holds_the_previous_pose_for_frames_without_one():
     np.testing.assert_array_equal(out.poses, traj.poses[want])
     with pytest.raises(ValueError):
         per_frame_poses(Trajectory(np.zeros(0), np.zeros((0, 4, 4))), stamps)
+    unknown = stamps.copy()
+    unknown[[0, 4]] = np.nan  # skipped frames: no stamp known
+    out = per_frame_poses(tracked, unknown)
+    np.testing.assert_array_equal(out.poses, traj.poses[[2, 2, 2, 3, 3, 5, 6, 6]])
