@@ -16,7 +16,8 @@ Writes ``trajectory.txt`` (TUM, camera-to-world, every tracked frame),
 the sequence has ground truth; live: why it stopped, camera and IMU counters).
 
 Exit status: 0 done; 2 bad input (nothing written); 3 live run stopped by a
-camera fault (stall, disappearance), outputs written.
+camera fault (stall, disappearance), outputs written; 4 no frame could be
+tracked (outputs written, ``summary.json`` says why in ``failure``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from slam.backbone.config import SlamConfig
 from slam.cli import console
+from slam.cli.untracked import why_untracked
 from slam.errors import DataError
 from slam.outputs import FrameTimes, evaluate_run, save_empty_run, save_run
 from slam.replay import FramePipeline
@@ -45,7 +47,7 @@ MODES = ("rgbd", "stereo-inertial", "stereo", "mono-inertial", "mono")
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="slam-run", description=console.description(__doc__),
                                 epilog="exit status: 0 done, 2 bad input, 3 live run stopped by a camera fault "
-                                       "(outputs written)")
+                                       "(outputs written), 4 no frame tracked (summary.json says why)")
     p.add_argument("sequence", type=Path, nargs="?",
                    help="sequence folder (TUM, KITTI, EuRoC, synthetic) or video file (or --camera for live)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -146,14 +148,13 @@ def _run(args: argparse.Namespace) -> dict:
         system.shutdown()
         bar.close()
     wall = time.perf_counter() - wall0
-    if not system.records:
-        raise DataError(args.sequence, "no frame could be tracked")
-    return _write_outputs(args, seq, system, mode, n, skipped, times, wall)
+    failure = None if system.records else why_untracked(system.results, mode, seq.modes, cfg, seq.groundtruth())
+    return _write_outputs(args, seq, system, mode, n, skipped, times, wall, failure)
 
 
 def _write_outputs(args, seq, system: System, mode: str, n: int, skipped: list, times: FrameTimes,
-                   wall: float) -> dict:
-    head = {"sequence": str(args.sequence), "reader": type(seq).__name__, "mode": mode}
+                   wall: float, failure: str | None = None) -> dict:
+    head = {"sequence": str(args.sequence), "reader": type(seq).__name__, "mode": mode, "failure": failure}
     summary, traj = save_run(args.out, system, head, n, skipped, times, wall)
     summary["evaluation"] = evaluate_run(seq, traj, mode)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -271,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as e:
         print(f"slam-run: error: {e}", file=sys.stderr)
         return 2
+    if summary.get("failure"):
+        print(f"slam-run: no frame could be tracked: {summary['failure']}; wrote {args.out}/summary.json",
+              file=sys.stderr)
+        return 4
     ev = summary["evaluation"]
     fps = summary["tracking_fps"]
     msg = (f"{summary['frames']} frames, {len(summary['lost_frames'])} lost, {summary['keyframes']} keyframes, "

@@ -32,3 +32,14 @@ def test_kitti_sequence_gets_one_kitti_pose_per_image(kitti_path, tmp_path):
     assert eval_main([str(gt), str(tmp_path / "trajectory_kitti.txt"), "--est-times", str(est_times),
                       "--align", "sim3", "--json", str(tmp_path / "e.json")]) == 0
     assert json.loads((tmp_path / "e.json").read_text())["matched"] == n
+
+
+def test_a_camera_at_rest_says_why_nothing_was_tracked(euroc_path, tmp_path, capsys):
+    """The EuRoC micro clip: a monocular camera at rest never initialises; the run says so and writes its summary."""
+    assert main([str(euroc_path), "--out", str(tmp_path), "--no-progress"]) == 4
+    err = capsys.readouterr().err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    why = summary["failure"]
+    assert why in err and "parallax" in why and "at rest" in why and "offers only mono-inertial, mono" in why
+    assert summary["tracked_frames"] == 0 and summary["frames"] == 95 and summary["evaluation"] is None
+    assert read_tum(tmp_path / "trajectory.txt", allow_empty=True).timestamps.size == 0
