@@ -223,7 +223,8 @@ def _run_live(args: argparse.Namespace) -> dict:
                 res = system.process(frame)
                 n += 1
                 bar.update()
-                times.add(res.timings_ms["total"], time.monotonic() - frame.timestamp)  # capture to pose
+                times.add(res.timings_ms["total"],  # capture to pose (a video file's times are its own)
+                          None if source.camera.file_times else time.monotonic() - frame.timestamp)
                 bar.set_postfix(fps=f"{times.fps():.0f}", state=res.state.value,
                                 kf=len(system.map.keyframes), refresh=False)
                 if args.max_frames is not None and n >= args.max_frames:
