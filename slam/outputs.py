@@ -34,13 +34,13 @@ from slam.backbone.map.map_io import map_to_arrays
 from slam.backbone.system import System
 from slam.errors import DataError
 from slam.fileset import FileSet, remove_stale_temporaries, sha256_of, verify, write_atomic
-from slam.trajectory import Trajectory, format_tum
+from slam.trajectory import Trajectory, format_kitti, format_tum, per_frame_poses
 
 log = logging.getLogger(__name__)
 
 SUMMARY = "summary.json"
 PLOT = "trajectory_ate.png"
-_OUTPUT_NAME = re.compile(r"^((trajectory|keyframes)(_map\d+)?\.txt|map\.npz|map\.ply|summary\.json|trajectory_ate\.png)$")
+_OUTPUT_NAME = re.compile(r"^((trajectory|keyframes)(_map\d+)?\.txt|trajectory_kitti\.txt|map\.npz|map\.ply|summary\.json|trajectory_ate\.png)$")
 
 
 def is_output_name(name: str) -> bool:
@@ -167,6 +167,11 @@ def save_run(out: Path, system: System, head: dict, n: int, skipped: list, times
         if not maps:  # nothing tracked: the files are still there, empty
             fs.stage_text("trajectory.txt", format_tum(traj))
             fs.stage_text("keyframes.txt", format_tum(kf_traj))
+        if head.get("reader") == "KittiSequence" and len(traj) > 0:
+            # the KITTI devkit wants one pose per image: a frame without one holds the previous pose
+            stamps = dict.fromkeys(range(n), np.nan) | {r.index: r.timestamp for r in system.results}  # NaN: skipped
+            main_traj = traj.of_map(largest)
+            fs.stage_text("trajectory_kitti.txt", format_kitti(per_frame_poses(main_traj, np.array(list(stamps.values())))))
         fs.stage("map.npz", lambda f: np.savez(f, **arrays))
         colours = point_colours(arrays, getattr(system, "keyframe_colours", {}))
         fs.stage("map.ply", lambda f: write_ply(f, arrays["pt_position"], colours, arrays["pt_normal"]))

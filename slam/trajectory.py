@@ -136,9 +136,13 @@ def read_kitti(path: str | Path, timestamps: np.ndarray | None = None) -> Trajec
     return Trajectory(np.asarray(timestamps, dtype=np.float64), poses)
 
 
+def format_kitti(traj: Trajectory) -> str:
+    """KITTI pose file text: one line per pose, the 3x4 ``T_w_c`` row-major (no timestamps)."""
+    return "".join(" ".join(f"{v:.9e}" for v in T[:3, :4].reshape(-1)) + "\n" for T in traj.poses)
+
+
 def write_kitti(path: str | Path, traj: Trajectory) -> None:
-    rows = [" ".join(f"{v:.9e}" for v in T[:3, :4].reshape(-1)) for T in traj.poses]
-    atomic_write_text(path, "\n".join(rows) + "\n")
+    atomic_write_text(path, format_kitti(traj))
 
 
 # ------------------------------------------------------------- interpolation
@@ -171,3 +175,63 @@ def interpolate_poses(traj: Trajectory, query_t: np.ndarray, max_gap: float = np
         out[k] = make_pose(R, (1 - a) * T0[:3, 3] + a * T1[:3, 3])
         ok[k] = True
     return out, ok
+
+
+# ------------------------------------------------------------ file formats
+FORMATS = ("tum", "kitti")
+FORMAT_COLUMNS = {8: "tum", 12: "kitti"}
+
+
+def detect_format(path: str | Path) -> str:
+    """``"tum"`` or ``"kitti"`` from the column count of the first data line (8 = TUM, 12 = KITTI), as evo does.
+
+    Raises :class:`DataError` naming the line when it has another count or the file holds no data line.
+    """
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise DataError(path, "file is missing") from None
+    except OSError as e:
+        raise DataError(path, f"cannot read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise DataError(path, "not a text file") from None
+    for n, line in enumerate(text.splitlines(), start=1):
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        cols = len(s.replace(",", " ").split())
+        if cols not in FORMAT_COLUMNS:
+            raise DataError(path, f"{cols} columns: neither TUM (8: timestamp tx ty tz qx qy qz qw) nor KITTI "
+                                  "(12: row-major 3x4 [R|t])", line=n)
+        return FORMAT_COLUMNS[cols]
+    raise DataError(path, "trajectory file holds no poses")
+
+
+def find_kitti_times(pose_path: str | Path) -> Path | None:
+    """The ``times.txt`` that belongs to a KITTI pose file, when the folder layout says where it is.
+
+    Looks beside the file, then in the odometry layout ``<root>/poses/NN.txt`` ->
+    ``<root>/sequences/NN/times.txt``. None when neither exists.
+    """
+    p = Path(pose_path)
+    for cand in (p.parent / "times.txt", p.parent.parent / "sequences" / p.stem / "times.txt"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def per_frame_poses(traj: Trajectory, frame_stamps: np.ndarray) -> Trajectory:
+    """One pose per frame stamp (s, sorted; NaN for a frame whose stamp is unknown), for formats that need
+    every image (the KITTI devkit refuses a result file with fewer lines than ground-truth poses).
+
+    A frame with a pose in ``traj`` (same stamp) gets it; a frame without one (lost,
+    skipped) keeps the previous frame's pose (no motion), and frames before the first
+    pose get the first pose: the devkit then counts their missing motion as error
+    instead of failing on a short file. ``traj`` must not be empty.
+    """
+    stamps = np.asarray(frame_stamps, dtype=np.float64).reshape(-1)
+    if len(traj) == 0:
+        raise ValueError("per_frame_poses: the trajectory is empty")
+    known = np.nan_to_num(np.fmax.accumulate(stamps), nan=-np.inf) if stamps.size else stamps
+    j = np.clip(np.searchsorted(traj.timestamps, known, side="right") - 1, 0, len(traj) - 1)
+    return Trajectory(stamps, traj.poses[j])

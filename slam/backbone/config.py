@@ -12,6 +12,7 @@ command-line overrides. Unknown keys are errors, so a typo never passes silently
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,7 +108,10 @@ class SlamConfig:
 def _set(obj: object, key: str, value: object, source: str | Path | None) -> None:
     names = {f.name: f for f in dataclasses.fields(obj)}
     if key not in names:
-        raise DataError(source, f"unknown setting {type(obj).__name__}.{key}")
+        close = difflib.get_close_matches(key, names, n=3, cutoff=0.6)
+        valid = close + sorted(set(names) - set(close))  # the closest first, then the rest
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise DataError(source, f"unknown setting {type(obj).__name__}.{key}; {hint}valid keys: {', '.join(valid)}")
     current = getattr(obj, key)
     if isinstance(current, tuple):
         value = tuple(value)

@@ -25,14 +25,14 @@ saves what was tracked (``stop_reason`` and ``frame_accounting`` in
 
 Exit status: 0 done (also when stopped by Ctrl-C / SIGTERM once tracking ran,
 outputs written); 2 bad input (nothing written); 3 live run stopped by a
-camera fault (stall, disappearance), outputs written; 130 interrupted while
-starting, or by a second Ctrl-C while saving.
+camera fault (stall, disappearance), outputs written; 4 no frame could be
+tracked (outputs written, ``summary.json`` says why in ``failure``); 130
+interrupted while starting, or by a second Ctrl-C while saving.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
@@ -40,9 +40,9 @@ import threading
 import time
 from pathlib import Path
 
-from tqdm import tqdm
-
 from slam.backbone.config import SlamConfig
+from slam.cli import console
+from slam.cli.untracked import why_untracked
 from slam.errors import DataError
 from slam.backbone.system import System
 from slam.outputs import PLOT, evaluate_run, prepare_out_dir, save_empty_run, save_run, write_summary
@@ -62,10 +62,10 @@ MODES = ("rgbd", "stereo-inertial", "stereo", "mono-inertial", "mono")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="slam-run", description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(prog="slam-run", description=console.description(__doc__),
                                 epilog="exit status: 0 done (or stopped by Ctrl-C/SIGTERM, outputs written), "
                                        "2 bad input, 3 live run stopped by a camera fault (outputs written), "
-                                       "130 interrupted while starting")
+                                       "4 no frame tracked (summary.json says why), 130 interrupted while starting")
     p.add_argument("sequence", type=Path, nargs="?",
                    help="sequence folder (TUM, KITTI, EuRoC, synthetic) or video file (or --camera for live)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -86,8 +86,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="replay (not --realtime): frames tracked while local mapping works on the last keyframe "
                         f"before the replay waits for it (default {DEFAULT_MAPPING_LAG}; 0: as --sync-mapping)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
-    p.add_argument("--log-level", default="INFO")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    console.add_arguments(p)
     live = p.add_argument_group("live (instead of SEQUENCE)")
     live.add_argument("--camera", metavar="DEVICE_OR_VIDEO",
                       help="camera index (0), device (/dev/video0), stream URL or video file, read as a live camera")
@@ -143,7 +142,7 @@ def _run(args: argparse.Namespace) -> dict:
     if mode.endswith("-inertial"):
         log.warning("mode %s: the IMU is not fused yet (visual-inertial comes later); tracking visually", mode)
     log.info("sequence %s: %d frames, reader %s, mode %s", seq.name, len(seq), type(seq).__name__, mode)
-    log.info("config: %s", json.dumps(cfg.to_dict()))
+    console.log_config(log, "config", cfg.to_dict())  # also in summary.json
     seq.use_streams(mode)
     n = len(seq) if args.max_frames is None else min(len(seq), args.max_frames)
     stop = StopRequest()
@@ -169,16 +168,17 @@ def _run(args: argparse.Namespace) -> dict:
             system.shutdown()
             bar.close()
         wall = time.perf_counter() - wall0
+        failure = None
         if not system.records and report.stop_reason is None:
             if report.skipped and len(report.skipped) == n:  # say why every frame was skipped (e.g. depth size)
                 raise DataError(args.sequence, f"all {n} frames were skipped; frame {report.skipped[0]['index']}: "
                                                f"{report.skipped[0]['reason']}")
-            raise DataError(args.sequence, "no frame could be tracked")
+            failure = why_untracked(system.results, mode, seq.modes, cfg, seq.groundtruth())
         if report.stop_reason is None:
             report.stop_reason = "end of sequence" if n == len(seq) else f"--max-frames {args.max_frames}"
         if report.processed + len(report.skipped) < n:
             log.info("replay stopped: %s; saving what was tracked", report.stop_reason)
-        head = {"sequence": str(args.sequence), "reader": type(seq).__name__, "mode": mode}
+        head = {"sequence": str(args.sequence), "reader": type(seq).__name__, "mode": mode, "failure": failure}
         summary, traj = save_run(args.out, system, head, n, report.skipped, runner.times, wall)
         summary["stop_reason"] = report.stop_reason
         summary["frame_accounting"] = frame_accounting(system, report, n)
@@ -189,11 +189,11 @@ def _run(args: argparse.Namespace) -> dict:
     return summary
 
 
-def _progress(args: argparse.Namespace, total: int | None) -> tqdm:
-    return tqdm(total=total, desc="slam-run", unit="frame", disable=args.no_progress, file=sys.stderr)
+def _progress(args: argparse.Namespace, total: int | None) -> console.Progress:
+    return console.progress(total, "slam-run", disable=args.no_progress)
 
 
-def _show(bar: tqdm, system: System, runner: Runner):
+def _show(bar: console.Progress, system: System, runner: Runner):
     """Progress after each frame: rate, tracking state, keyframes."""
     def show(res) -> None:
         bar.update()
@@ -253,7 +253,7 @@ def _run_live(args: argparse.Namespace) -> dict:
     if mode == "mono-inertial":
         log.warning("mode %s: the IMU is not fused yet (visual-inertial comes later); tracking visually, "
                     "IMU samples attached to frames and counted", mode)
-    log.info("config: %s", json.dumps(cfg.to_dict()))
+    console.log_config(log, "config", cfg.to_dict())  # also in summary.json
     system, runner, stop = None, None, StopRequest()
     wall0 = time.perf_counter()
     bar = _progress(args, args.max_frames)
@@ -267,7 +267,7 @@ def _run_live(args: argparse.Namespace) -> dict:
                 runner.on_result = _show(bar, system, runner)
                 runner.times.t_last = time.perf_counter()
                 signals.graceful = True
-                runner.run(_live_items(frames))
+                runner.run(_live_items(frames, host_clock=not source.camera.file_times))
         except KeyboardInterrupt:
             stop.request("interrupted (Ctrl-C)")
         finally:
@@ -300,16 +300,19 @@ def _run_live(args: argparse.Namespace) -> dict:
     return summary
 
 
-def _live_items(frames):
-    """A live camera's frames as runner items; latency counts from the capture (host monotonic time)."""
+def _live_items(frames, host_clock: bool = True):
+    """A live camera's frames as runner items; latency counts from the capture (host monotonic time).
+
+    A video file's frames keep the file's own times (``host_clock`` False): no capture-to-pose latency then.
+    """
     for frame in frames:
-        t_arrival = time.perf_counter() - (time.monotonic() - frame.timestamp)
+        t_arrival = time.perf_counter() - (time.monotonic() - frame.timestamp) if host_clock else None
         yield PipelineItem(frame.index, frame, None, None, t_arrival)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    console.setup(args.log_level, args.verbose)
     try:
         prepare_out_dir(args.out)  # before the run, not after it
     except DataError as e:
@@ -331,6 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # while starting, or a second Ctrl-C while saving
         print("slam-run: interrupted while starting or saving; outputs not (all) written", file=sys.stderr)
         return 130
+    if summary.get("failure"):
+        print(f"slam-run: no frame could be tracked: {summary['failure']}; wrote {args.out}/summary.json",
+              file=sys.stderr)
+        return 4
     ev = summary["evaluation"]
     fps = summary["tracking_fps"]
     acc = summary.get("frame_accounting")

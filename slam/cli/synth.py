@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import sys
 import time
 from pathlib import Path
 
+from slam.cli import console
 from slam.errors import DataError
 from slam.synth.config import PRESETS, SynthConfig, preset
 from slam.synth.generate import LAYOUTS, generate
@@ -21,7 +21,7 @@ log = logging.getLogger("slam.synth")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="slam-synth", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="slam-synth", description=console.description(__doc__))
     p.add_argument("--preset", choices=sorted(PRESETS), default="demo", help="named configuration (default: demo)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--layout", choices=LAYOUTS, default="native", help="folder layout (default: native)")
@@ -32,8 +32,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-imu", action="store_true", help="no IMU")
     p.add_argument("--no-depth", action="store_true", help="no depth")
     p.add_argument("--no-noise", action="store_true", help="exact depth, clean images, perfect IMU")
-    p.add_argument("--log-level", default="INFO")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    console.add_arguments(p)
     return p.parse_args(argv)
 
 
@@ -59,12 +58,13 @@ def build_config(args: argparse.Namespace) -> SynthConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    console.setup(args.log_level, args.verbose)
     try:
         cfg = build_config(args)
-        log.info("config: %s", json.dumps(dataclasses.asdict(cfg)))
+        console.log_config(log, "config", dataclasses.asdict(cfg))  # also in synth.json
         t0 = time.perf_counter()
-        out = generate(cfg, args.out, layout=args.layout, progress=not args.no_progress)
+        with console.progress(cfg.num_frames, f"slam-synth {cfg.name}", disable=args.no_progress) as bar:
+            out = generate(cfg, args.out, layout=args.layout, progress=bar.update)
     except (DataError, KeyError, OSError) as e:
         print(f"slam-synth: error: {e}", file=sys.stderr)
         return 2

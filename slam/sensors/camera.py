@@ -1,7 +1,7 @@
 """A live camera through ``cv2.VideoCapture``: a device (``0``, ``/dev/video0``), a stream URL or a video file.
 
     cam = LiveCamera("/dev/video0", width=640, height=480, fps=30).start()  # waits for the first frame
-    for frame in cam.frames():      # Frame records, RGB, host-clock timestamps
+    for frame in cam.frames():      # Frame records, RGB, host-clock timestamps (a video file: its own)
         ...
     cam.close()
 
@@ -10,8 +10,12 @@ keeps the newest ``queue_size`` frames and drops the oldest when tracking falls
 behind (counted); from a video file nothing is dropped: the file is read as
 fast as it is consumed, or at its own rate with ``realtime=True``.
 
-Timestamps are ``time.monotonic()`` seconds, the clock the IMU is aligned to.
-When the capture reports increasing frame times (``CAP_PROP_POS_MSEC``: V4L2's
+Timestamps of a video file are the file's own frame times (seconds from its
+start, ``CAP_PROP_POS_MSEC``; ``index / fps`` where it reports none), so a replay
+of a recording is evaluated against its ground truth without a ``--t-offset``
+(``file_times=False`` puts them on the host clock, for pairing with a live IMU).
+Timestamps of a device or stream are ``time.monotonic()`` seconds, the clock the
+IMU is aligned to. When the capture reports increasing frame times (``CAP_PROP_POS_MSEC``: V4L2's
 buffer stamps, a file's presentation times) they are mapped onto the host
 clock by a :class:`~slam.sensors.clock.ClockAligner`, which removes the jitter
 of the moment the thread happened to read; otherwise the arrival time is used.
@@ -110,7 +114,8 @@ class CameraStats:
     read_failures: int = 0
     stalls: int = 0
     disappeared: bool = False
-    timestamps: str | None = None  # "driver" (capture times mapped to the host clock) or "host" (arrival)
+    # "file" (a video's own frame times), "driver" (capture times mapped to the host clock) or "host" (arrival)
+    timestamps: str | None = None
     timestamp_fixes: int = 0  # frame times that did not increase, moved 1 us after the previous one
     fps: float | None = None  # median rate of grabbed frames
     stop_reason: str | None = None
@@ -134,14 +139,15 @@ class LiveCamera:
     stall_timeout_s: no frame for this long ends :meth:`frames` with a "stall" :class:`CameraError`
     (``first_frame_timeout_s`` for the first frame: cameras take a while to start);
     fail_limit: consecutive failed reads that mean the device is gone;
-    capture_factory: ``(arg, api) -> VideoCapture-like`` (tests pass fakes).
+    capture_factory: ``(arg, api) -> VideoCapture-like`` (tests pass fakes);
+    file_times: a video file's frames keep the file's times (default) instead of the host clock.
     """
 
     def __init__(self, source: str | int, width: int | None = None, height: int | None = None,
                  fps: float | None = None, *, camera: PinholeCamera | None = None,
                  camera_file: str | Path | None = None, realtime: bool = False, stall_timeout_s: float = 2.0,
                  first_frame_timeout_s: float = 10.0, queue_size: int = 2, fail_limit: int = 5,
-                 capture_factory: Callable[[str | int, int], Any] | None = None):
+                 capture_factory: Callable[[str | int, int], Any] | None = None, file_times: bool = True):
         self.src = resolve_source(source)
         self.width, self.height, self.fps = width, height, fps
         self.camera_file = None if camera_file is None else Path(camera_file)
@@ -151,6 +157,7 @@ class LiveCamera:
         self.queue_size, self.fail_limit = max(1, int(queue_size)), max(1, int(fail_limit))
         self.capture_factory = capture_factory or open_capture
         self.is_file = self.src.kind == "file"
+        self.file_times = self.is_file and file_times
         self._cap: Any = None
         self._queue: deque[tuple] = deque()
         self._cond = threading.Condition()
@@ -344,8 +351,16 @@ class LiveCamera:
             index += 1
 
     def _timestamp(self, index: int, pts: float | None, prev_pts: float | None, arrival: float) -> float:
-        """Host-clock time of a frame: the capture's time mapped to the host, or the arrival time."""
+        """Time of a frame: a video's own time, or on the host clock the capture's time mapped, or the arrival."""
         valid = pts is not None and np.isfinite(pts) and pts >= 0
+        if self.file_times:
+            if index == 0:
+                self._stats.timestamps = "file"
+                log.info("%s: timestamps from the video file's frame times", self.name)
+            if valid and (prev_pts is None or pts > prev_pts):
+                return pts / 1e3
+            fps = _get(self._cap, cv2.CAP_PROP_FPS)
+            return index / (fps if fps and fps > 0 else 30.0)
         if index == 1:  # decide once: driver times if the first two increase
             self._stats.timestamps = "driver" if valid and prev_pts is not None and pts > prev_pts else "host"
             log.info("%s: timestamps from %s", self.name, "the capture, aligned to the host clock"

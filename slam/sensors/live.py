@@ -42,6 +42,8 @@ class LiveSource:
 
     def __init__(self, camera: LiveCamera, imu: SerialImu | None = None, imu_wait_s: float = 0.02):
         self.camera, self.imu, self.imu_wait_s = camera, imu, imu_wait_s
+        if imu is not None:  # IMU samples carry host-clock times: a video's frames must too
+            camera.file_times = False
         self._prev_t = -np.inf
         self.imu_samples = 0  # attached to frames
         self.imu_late = 0

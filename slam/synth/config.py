@@ -76,7 +76,7 @@ class SynthConfig:
     T_b_c_translation: tuple[float, float, float] = (0.06, -0.02, 0.03)  # camera centre in the body frame [m]
     T_b_c_rotation_deg: tuple[float, float, float] = (1.5, -2.0, 1.0)  # small extra rotation (rx, ry, rz) [deg]
     png_compression: int = 1  # cv2 PNG compression level 0..9 (1 = fast)
-    write_threads: int = 2  # threads writing PNGs
+    write_threads: int = 0  # workers rendering and writing frames (0 = one per core; same files with any)
 
     # ------------------------------------------------------------------ helpers
     def camera(self) -> PinholeCamera:

@@ -50,6 +50,9 @@ class SyntheticScene:
             o3d.core.Tensor(np.concatenate(verts).astype(np.float32)),
             o3d.core.Tensor(np.concatenate(tris).astype(np.uint32)),
         )
+        # Open3D builds the BVH on the first cast; do it here, once, so that threads rendering
+        # frames at the same time (slam.synth.generate) never race to build it.
+        self._scene.cast_rays(o3d.core.Tensor(np.array([[0, 0, 0, 0, 0, 1]], dtype=np.float32)))
         # Per triangle (float32 row): atlas_x = Ax . p + bx, atlas_y = Ay . p + by (level-0 pixels), normal.
         # One extra last row for rays that hit nothing: coordinates far outside the atlas (black).
         tpm = self.atlas.texels_per_m

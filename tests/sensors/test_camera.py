@@ -27,13 +27,23 @@ def test_video_file_yields_every_frame_in_order(video, caplog):
     assert [bar_index(f.image) for f in frames] == list(range(30))
     assert [f.index for f in frames] == list(range(30))
     t = np.array([f.timestamp for f in frames])
-    assert np.all(np.diff(t) > 0) and t[-1] <= time.monotonic()  # host monotonic clock
+    np.testing.assert_allclose(t, np.arange(30) / 30.0, atol=1e-3)  # the file's own frame times
     f = frames[0]
     assert f.image.shape == (48, 64, 3) and f.image.dtype == np.uint8 and f.source == f"{video}#0"
     assert f.camera.fx == pytest.approx(0.9 * 64) and "GUESSING" in caplog.text  # the video reader's guess
     st = cam.stats()
     assert (st.frames, st.grabbed, st.dropped, st.stalls) == (30, 30, 0, 0)
-    assert st.stop_reason == "end of video" and st.timestamps == "driver" and (st.width, st.height) == (64, 48)
+    assert st.stop_reason == "end of video" and st.timestamps == "file" and (st.width, st.height) == (64, 48)
+
+
+def test_video_file_on_the_host_clock_when_asked(video):
+    """For pairing with a live sensor (an IMU on the host clock): capture times mapped to time.monotonic()."""
+    t0 = time.monotonic()
+    cam = LiveCamera(str(video), file_times=False)
+    t = np.array([f.timestamp for f in cam.frames()])
+    cam.close()
+    assert len(t) == 30 and np.all(np.diff(t) > 0) and t0 - 1.0 < t[0] and t[-1] <= time.monotonic()
+    assert cam.stats().timestamps == "driver"
 
 
 def test_video_file_in_realtime_keeps_its_rate(tmp_path):
