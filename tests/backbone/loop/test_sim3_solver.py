@@ -1,0 +1,119 @@
+"""Loop verification (Sim3 RANSAC + refinement) against closed forms on synthetic matches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from slam.backbone.loop.sim3_solver import reprojection_chi2, refine_sim3, solve_sim3
+from slam.geometry import make_pose, rotation_angle, sim3_inverse, sim3_scale, so3_exp
+
+K = (520.0, 515.0, 320.0, 240.0)
+
+
+def _project(X):
+    return np.column_stack([K[0] * X[:, 0] / X[:, 2] + K[2], K[1] * X[:, 1] / X[:, 2] + K[3]])
+
+
+def _scene(n=200, scale=1.7, outlier_frac=0.0, px_noise=0.0, depth_noise=0.0, seed=1):
+    """Matches of a loop: points in camera 1, ``S_12`` maps camera-2 points into camera 1."""
+    rng = np.random.default_rng(seed)
+    S_12 = make_pose(so3_exp(np.array([0.05, -0.2, 0.1])), np.array([0.3, -0.1, 0.4]), scale=scale)
+    X1 = np.column_stack([rng.uniform(-3, 3, n), rng.uniform(-2, 2, n), rng.uniform(4, 10, n)])
+    X2 = X1 @ sim3_inverse(S_12)[:3, :3].T + sim3_inverse(S_12)[:3, 3]
+    uv1, uv2 = _project(X1), _project(X2)
+    n_out = int(round(outlier_frac * n))
+    out = np.zeros(n, bool)
+    out[rng.choice(n, n_out, replace=False)] = True
+    # a wrong match: camera 2's point (and its keypoint) belong to another scene point
+    perm = rng.permutation(np.flatnonzero(out))
+    X2[out], uv2[out] = X2[perm] + rng.normal(0, 1.0, (n_out, 3)), uv2[perm]
+    uv2[out] = _project(X2[out])
+    # noise: keypoints in pixels, map points along their depth (triangulation error)
+    uv1 = uv1 + rng.normal(0, px_noise, uv1.shape)
+    uv2 = uv2 + rng.normal(0, px_noise, uv2.shape)
+    X1 = X1 * (1 + rng.normal(0, depth_noise, (n, 1)))
+    X2 = X2 * (1 + rng.normal(0, depth_noise, (n, 1)))
+    level = rng.integers(0, 4, n)
+    inv_s2 = 1.0 / (1.2 ** (2 * level))
+    return S_12, X1, X2, uv1, uv2, inv_s2, inv_s2.copy(), ~out
+
+
+def _errors(S_est, S_true):
+    rot = np.degrees(rotation_angle((S_est[:3, :3] / sim3_scale(S_est)).T @ (S_true[:3, :3] / sim3_scale(S_true))))
+    return rot, np.linalg.norm(S_est[:3, 3] - S_true[:3, 3]), abs(sim3_scale(S_est) / sim3_scale(S_true) - 1)
+
+
+def test_exact_matches_recover_the_transform():
+    S_12, X1, X2, uv1, uv2, w1, w2, _ = _scene()
+    res = solve_sim3(X1, X2, uv1, uv2, w1, w2, K, K, seed=0)
+    assert res is not None
+    assert np.abs(res.S_12 - S_12).max() < 1e-9
+    assert res.n_inliers == len(X1)
+
+
+def test_exact_matches_rigid():
+    S_12, X1, X2, uv1, uv2, w1, w2, _ = _scene(scale=1.0)
+    res = solve_sim3(X1, X2, uv1, uv2, w1, w2, K, K, fix_scale=True, seed=0)
+    assert res is not None and res.scale == pytest.approx(1.0, abs=1e-12)
+    assert np.abs(res.S_12 - S_12).max() < 1e-9
+
+
+@pytest.mark.parametrize("fix_scale", [False, True])
+def test_outliers_and_noise(fix_scale):
+    S_12, X1, X2, uv1, uv2, w1, w2, truth = _scene(
+        n=300, scale=1.0 if fix_scale else 1.7, outlier_frac=0.5, px_noise=1.0, depth_noise=0.01, seed=3)
+    res = solve_sim3(X1, X2, uv1, uv2, w1, w2, K, K, fix_scale=fix_scale, seed=7)
+    assert res is not None
+    rot, trans, scale = _errors(res.S_12, S_12)
+    assert rot < 0.15 and trans < 0.02 and scale < 0.008, (rot, trans, scale)
+    # inlier classification: most true inliers kept, (almost) no outlier let in
+    assert np.count_nonzero(res.inliers & truth) > 0.8 * truth.sum()
+    assert np.count_nonzero(res.inliers & ~truth) <= 3
+    # the trivial answer (identity) is far outside these bounds and explains no match
+    rot0, trans0, scale0 = _errors(np.eye(4), S_12)
+    assert rot0 > 10 * 0.15 and trans0 > 10 * 0.02
+    c1, c2 = reprojection_chi2(np.eye(4), X1, X2, uv1, uv2, w1, w2, K, K)
+    assert np.count_nonzero((c1 < 9.21) & (c2 < 9.21)) < 0.1 * truth.sum()
+
+
+def test_deterministic_by_seed():
+    args = _scene(n=200, outlier_frac=0.5, px_noise=1.0, depth_noise=0.01, seed=4)[1:7]
+    a = solve_sim3(*args, K, K, seed=11)
+    b = solve_sim3(*args, K, K, seed=11)
+    assert a is not None and b is not None
+    assert np.array_equal(a.S_12, b.S_12) and np.array_equal(a.inliers, b.inliers) and a.iterations == b.iterations
+
+
+def test_collinear_set_is_refused():
+    rng = np.random.default_rng(0)
+    n = 50
+    X1 = np.column_stack([np.linspace(-2, 2, n), 0.5 * np.linspace(-2, 2, n), np.full(n, 5.0)])
+    S_12 = make_pose(so3_exp(np.array([0.0, 0.1, 0.0])), np.array([0.1, 0.0, 0.0]), 1.3)
+    X2 = X1 @ sim3_inverse(S_12)[:3, :3].T + sim3_inverse(S_12)[:3, 3]
+    w = np.ones(n)
+    assert solve_sim3(X1, X2, _project(X1), _project(X2), w, w, K, K, seed=int(rng.integers(100))) is None
+
+
+def test_too_few_matches_and_bad_shapes():
+    S_12, X1, X2, uv1, uv2, w1, w2, _ = _scene(n=10)
+    assert solve_sim3(X1, X2, uv1, uv2, w1, w2, K, K, min_inliers=20) is None
+    with pytest.raises(ValueError, match="uv2"):
+        solve_sim3(X1, X2, uv1, uv2[:5], w1, w2, K, K)
+    bad = X1.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        solve_sim3(bad, X2, uv1, uv2, w1, w2, K, K)
+
+
+def test_refinement_reduces_reprojection_error_from_a_perturbed_start():
+    S_12, X1, X2, uv1, uv2, w1, w2, _ = _scene(n=150, px_noise=0.5, seed=5)
+    start = make_pose(so3_exp(np.array([0.01, 0.01, -0.01])), np.array([0.02, -0.02, 0.01]), 1.02) @ S_12
+    c_start = sum(c.sum() for c in reprojection_chi2(start, X1, X2, uv1, uv2, w1, w2, K, K))
+    S, inl = refine_sim3(start, X1, X2, uv1, uv2, w1, w2, K, K)
+    c_end = sum(c.sum() for c in reprojection_chi2(S, X1, X2, uv1, uv2, w1, w2, K, K))
+    c_true = sum(c.sum() for c in reprojection_chi2(S_12, X1, X2, uv1, uv2, w1, w2, K, K))
+    assert c_end <= c_true + 1e-6 < c_start
+    rot, trans, scale = _errors(S, S_12)
+    assert rot < 0.05 and trans < 0.01 and scale < 0.003
+    assert inl.mean() > 0.95
