@@ -40,7 +40,6 @@ import g2opy
 import numpy as np
 
 from slam.geometry.se3 import inv_pose, make_pose, sim3_inverse, sim3_scale
-from slam.geometry.so3 import project_to_so3
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +69,10 @@ class EssentialGraphResult:
 
 
 def _split(S: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """``(R, t, s)`` of a 4x4 similarity, R projected on SO(3)."""
+    """``(R, t, s)`` of a 4x4 similarity (g2o normalises R through its quaternion)."""
     S = np.asarray(S, dtype=np.float64)
-    s = sim3_scale(S)
-    return project_to_so3(S[:3, :3] / s), S[:3, 3].copy(), s
+    s = float(np.cbrt(np.linalg.det(S[:3, :3])))
+    return S[:3, :3] / s, S[:3, 3].copy(), s
 
 
 def _to_g2o(S: np.ndarray, sim3: bool):
@@ -138,7 +137,7 @@ def optimize_pose_graph(
         opt.add_edge(edge)
         keep.append(edge)
     opt.initialize_optimization(0)
-    opt.optimize(int(iterations))
+    opt.optimize(int(iterations))  # ORB-SLAM: 20; g2o runs them all (stopping early on a cost plateau lost accuracy)
     return {kf: _from_g2o(v.estimate(), sim3) for kf, v in vertices.items()}
 
 
