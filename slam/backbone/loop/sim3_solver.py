@@ -14,7 +14,8 @@ similarity (Umeyama/Horn); a match is an inlier when both reprojections --
 ``S_12 X2`` into image 1 and ``S_12^-1 X1`` into image 2 -- fall within
 chi2(2 dof, 99 %) = 9.21 times the keypoint's level variance. The best
 hypothesis is refined on its inliers by Levenberg-Marquardt on the
-reprojection errors in both images (ORB-SLAM's ``OptimizeSim3``, done here in
+reprojection errors in both images, and all matches are gated again with
+the refined transform (repeated while the inlier set grows) (ORB-SLAM's ``OptimizeSim3``, done here in
 numpy: 7 parameters, dense normal equations; g2opy's ``VertexSim3Expmap``
 cannot fix the scale or take intrinsics, so g2o is not used here).
 """
@@ -163,7 +164,16 @@ def solve_sim3(
                   0 if best_inl is None else int(best_inl.sum()), min_inliers, it)
         return None
     if refine:
-        best_S, best_inl = refine_sim3(best_S, X1, X2, uv1, uv2, w1, w2, K1, K2, fix_scale, best_inl)
+        # The refined transform re-gates every match (a minimal-set hypothesis misses the inliers
+        # its error pushes past the gate); refine again while that set grows (at most twice more).
+        for _ in range(3):
+            best_S, _ = refine_sim3(best_S, X1, X2, uv1, uv2, w1, w2, K1, K2, fix_scale, best_inl)
+            c1, c2 = reprojection_chi2(best_S, X1, X2, uv1, uv2, w1, w2, K1, K2)
+            regated = (c1 < CHI2_2DOF) & (c2 < CHI2_2DOF)
+            grew = np.count_nonzero(regated & ~best_inl) > 0
+            best_inl = regated
+            if not grew:
+                break
         if best_inl.sum() < min_inliers:
             return None
     return Sim3Result(S_12=best_S, scale=sim3_scale(best_S), inliers=best_inl, iterations=it)

@@ -15,7 +15,7 @@ def _project(X):
     return np.column_stack([K[0] * X[:, 0] / X[:, 2] + K[2], K[1] * X[:, 1] / X[:, 2] + K[3]])
 
 
-def _scene(n=200, scale=1.7, outlier_frac=0.0, px_noise=0.0, depth_noise=0.0, seed=1):
+def _scene(n=200, scale=1.7, outlier_frac=0.0, px_noise=0.0, depth_noise=0.0, bad_kp_frac=0.0, seed=1):
     """Matches of a loop: points in camera 1, ``S_12`` maps camera-2 points into camera 1."""
     rng = np.random.default_rng(seed)
     S_12 = make_pose(so3_exp(np.array([0.05, -0.2, 0.1])), np.array([0.3, -0.1, 0.4]), scale=scale)
@@ -29,6 +29,11 @@ def _scene(n=200, scale=1.7, outlier_frac=0.0, px_noise=0.0, depth_noise=0.0, se
     perm = rng.permutation(np.flatnonzero(out))
     X2[out], uv2[out] = X2[perm] + rng.normal(0, 1.0, (n_out, 3)), uv2[perm]
     uv2[out] = _project(X2[out])
+    # right map point, wrong keypoint in image 2: only the reprojection into image 2 can tell
+    bad = np.zeros(n, bool)
+    bad[rng.choice(np.flatnonzero(~out), int(round(bad_kp_frac * n)), replace=False)] = True
+    uv2[bad] += rng.choice([-1.0, 1.0], (bad.sum(), 2)) * rng.uniform(15, 40, (bad.sum(), 2))
+    out |= bad
     # noise: keypoints in pixels, map points along their depth (triangulation error)
     uv1 = uv1 + rng.normal(0, px_noise, uv1.shape)
     uv2 = uv2 + rng.normal(0, px_noise, uv2.shape)
@@ -61,15 +66,18 @@ def test_exact_matches_rigid():
 
 @pytest.mark.parametrize("fix_scale", [False, True])
 def test_outliers_and_noise(fix_scale):
+    """50 % outliers: 40 % wrong map points, 10 % right map point with a wrong keypoint in image 2."""
     S_12, X1, X2, uv1, uv2, w1, w2, truth = _scene(
-        n=300, scale=1.0 if fix_scale else 1.7, outlier_frac=0.5, px_noise=1.0, depth_noise=0.01, seed=3)
-    res = solve_sim3(X1, X2, uv1, uv2, w1, w2, K, K, fix_scale=fix_scale, seed=7)
-    assert res is not None
-    rot, trans, scale = _errors(res.S_12, S_12)
-    assert rot < 0.15 and trans < 0.02 and scale < 0.008, (rot, trans, scale)
-    # inlier classification: most true inliers kept, (almost) no outlier let in
-    assert np.count_nonzero(res.inliers & truth) > 0.8 * truth.sum()
-    assert np.count_nonzero(res.inliers & ~truth) <= 3
+        n=300, scale=1.0 if fix_scale else 1.7, outlier_frac=0.4, bad_kp_frac=0.1, px_noise=1.0, depth_noise=0.01,
+        seed=3)
+    for seed in (7, 8, 9):  # RANSAC seeds: the answer must not hinge on a lucky draw
+        res = solve_sim3(X1, X2, uv1, uv2, w1, w2, K, K, fix_scale=fix_scale, seed=seed)
+        assert res is not None
+        rot, trans, scale = _errors(res.S_12, S_12)
+        assert rot < 0.15 and trans < 0.02 and scale < 0.008, (rot, trans, scale)  # measured 0.056 deg, 6.3 mm
+        # inlier classification: the true inliers kept (149 of 150 measured), no outlier let in
+        assert np.count_nonzero(res.inliers & truth) > 0.95 * truth.sum()
+        assert np.count_nonzero(res.inliers & ~truth) <= 1
     # the trivial answer (identity) is far outside these bounds and explains no match
     rot0, trans0, scale0 = _errors(np.eye(4), S_12)
     assert rot0 > 10 * 0.15 and trans0 > 10 * 0.02
