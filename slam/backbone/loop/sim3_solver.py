@@ -32,7 +32,6 @@ import numpy as np
 
 from slam.geometry.align import umeyama
 from slam.geometry.se3 import make_pose, sim3_exp, sim3_inverse, sim3_scale
-from slam.geometry.so3 import hat
 
 log = logging.getLogger(__name__)
 
@@ -197,10 +196,13 @@ def _proj_jacobian(P: np.ndarray, K: tuple[float, float, float, float]) -> np.nd
 
 def _point_jacobian(P: np.ndarray) -> np.ndarray:
     """(N, 3, 7) derivative of ``exp(zeta) P`` at zeta = 0, zeta = (rho, phi, sigma): ``[I, -[P]x, P]``."""
-    n = P.shape[0]
-    J = np.zeros((n, 3, 7))
+    J = np.zeros((P.shape[0], 3, 7))
     J[:, :, :3] = np.eye(3)
-    J[:, :, 3:6] = -np.stack([hat(p) for p in P]) if n else np.zeros((0, 3, 3))
+    x, y, z = P[:, 0], P[:, 1], P[:, 2]
+    # -[P]x, row by row
+    J[:, 0, 4], J[:, 0, 5] = z, -y
+    J[:, 1, 3], J[:, 1, 5] = -z, x
+    J[:, 2, 3], J[:, 2, 4] = y, -x
     J[:, :, 6] = P
     return J
 
@@ -277,7 +279,7 @@ def refine_sim3(
             wt1 = a_w1 * _huber_weights(np.sum(r1 * r1, 1) * a_w1, chi2_th)
             wt2 = a_w2 * _huber_weights(np.sum(r2 * r2, 1) * a_w2, chi2_th)
             J1, J2 = J1[:, :, :dof], J2[:, :, :dof]
-            H = np.einsum("nki,n,nkj->ij", J1, wt1, J1) + np.einsum("nki,n,nkj->ij", J2, wt2, J2)
+            H = np.einsum("nki,nkj->ij", J1 * wt1[:, None, None], J1) + np.einsum("nki,nkj->ij", J2 * wt2[:, None, None], J2)
             g = np.einsum("nki,n,nk->i", J1, wt1, r1) + np.einsum("nki,n,nk->i", J2, wt2, r2)
             if lam is None:
                 lam = 1e-5 * float(np.max(np.diag(H)))
