@@ -104,6 +104,24 @@ def test_consistent_edges_give_zero_correction():
         assert max(np.abs(out[k] - S[k]).max() for k in S) < 1e-9
 
 
+@pytest.mark.parametrize("sim3", [False, True])
+def test_result_does_not_depend_on_the_world_frame(sim3):
+    """Moving the world origin 100 m away moves the answer with it (edge errors are local to a camera)."""
+    n = 30
+    gt = _circle(n)
+    est, scales = _drift(gt, 0.3, 0.01, 1.004 if sim3 else 1.0, 0.002)
+    G = make_pose(so3_exp(np.array([0.3, -0.2, 1.0])), np.array([100.0, -50.0, 20.0]))  # p_w' = G p_w
+    S_loop = gt[0] @ inv_pose(gt[n - 1]) @ make_pose(np.eye(3), np.zeros(3), 1.0 / scales[n - 1])
+    out = []
+    for W in (np.eye(4), inv_pose(G)):
+        T = {k: v @ W for k, v in enumerate(est)}
+        edges = [PoseGraphEdge(k - 1, k, relative(T[k], T[k - 1])) for k in range(1, n)]
+        edges.append(PoseGraphEdge(n - 1, 0, S_loop))
+        res = optimize_pose_graph(T, edges, fixed=[0], sim3=sim3)
+        out.append({k: v @ inv_pose(W) for k, v in res.items()})
+    assert max(np.abs(out[0][k] - out[1][k]).max() for k in range(n)) < 1e-6
+
+
 def test_fixed_keyframe_stays_and_bad_edges_are_refused():
     gt, est, _, res = _close_loop(30, sim3=True)
     assert np.abs(res.S_c_w[0] - est[0]).max() < 1e-12
