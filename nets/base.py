@@ -65,6 +65,18 @@ class BaseModel(ABC):
         if missing:
             raise ModelError(f"model {self.name!r} needs inputs {list(self.required_inputs)}, missing {missing}")
 
+    def architecture(self) -> dict[str, Any] | None:
+        """What a checkpoint must have been trained for (network shape, input size); None: anything loads."""
+        return None
+
+    def load_weights(self, path: str | Path) -> None:
+        """Load the checkpoint at ``path`` (+ sidecar); one made for another architecture is a :class:`ModelError`."""
+        state, sidecar = load_checkpoint(path, map_location=self.device)
+        check_architecture(self, sidecar)
+        self.load_state(state)
+        self.checkpoint_info = sidecar
+        log.info("model %s: weights from %s (%s)", self.name, path, sidecar.get("data_summary", "data not recorded"))
+
     def load_state(self, state: dict[str, Any]) -> None:
         """Take the weights of a checkpoint (torch models: ``self.net.load_state_dict``)."""
         net = getattr(self, "net", None)
@@ -84,6 +96,24 @@ class BaseModel(ABC):
         return {"name": self.name, "task": self.task, "version": self.version,
                 "checkpoint": None if self.checkpoint_info is None else self.checkpoint_info.get("path"),
                 "trained": self.checkpoint_info is not None}
+
+
+def check_architecture(model: BaseModel, sidecar: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose sidecar names another model or architecture than ``model`` has."""
+    path = sidecar.get("path", "checkpoint")
+    if sidecar.get("model") not in (None, model.name):
+        raise ModelError(f"{path}: a checkpoint of model {sidecar['model']!r}, not {model.name!r}")
+    want = model.architecture()
+    have = sidecar.get("architecture")
+    if want is None:
+        return
+    if have is None:
+        raise ModelError(f"{path}: the sidecar does not record the architecture; {model.name} needs {want}")
+    diff = {k: (have.get(k), want.get(k)) for k in sorted(set(want) | set(have)) if have.get(k) != want.get(k)}
+    if diff:
+        detail = ", ".join(f"{k}: checkpoint {a!r} vs model {b!r}" for k, (a, b) in diff.items())
+        raise ModelError(f"{path}: made for another architecture or input size ({detail}); "
+                         f"build the model with the checkpoint's conf {sidecar.get('conf', {})}")
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
