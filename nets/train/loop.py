@@ -96,6 +96,9 @@ def train(name: str, clips: list[Clip], out: str | Path, settings: TrainSettings
     out = Path(out)
     device = resolve_device(settings.device)
     dist = _init_distributed(device)
+    if dist.world > 1 and device == "cuda":  # one GPU per process, as torchrun numbers them
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(device)
     model = build_model(name, settings, device)
     arch = model.architecture()
     opt = torch.optim.Adam(model.net.parameters(), lr=float(model.conf.get("lr", model.lr)))
@@ -114,10 +117,12 @@ def train(name: str, clips: list[Clip], out: str | Path, settings: TrainSettings
     if dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(net, device_ids=[torch.device(device).index or 0] if device == "cuda" else None)
+        net = DistributedDataParallel(net, device_ids=[torch.device(device).index] if device != "cpu" else None)
     t_train = time.perf_counter()
     for epoch in range(start, settings.epochs):
-        batches = list(model.batches(clips, np.random.default_rng([settings.seed, epoch])))[dist.rank::dist.world]
+        batches = list(model.batches(clips, np.random.default_rng([settings.seed, epoch])))
+        # every process takes as many batches (DDP synchronises each step); the few left over sit this epoch out
+        batches = batches[: len(batches) // dist.world * dist.world][dist.rank::dist.world]
         if not batches:
             raise ModelError(f"model {name}: the training data gives no batches (clips without poses?)")
         model.net.train()
