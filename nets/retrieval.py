@@ -194,7 +194,7 @@ class OrbVlad:
             return np.zeros((0, 256), np.float32)
         return np.unpackbits(des, axis=1).astype(np.float32)
 
-    def fit(self, clips: list[Clip], max_descriptors: int = 20000) -> "OrbVlad":
+    def fit(self, clips: list[Clip], max_descriptors: int = 5000) -> "OrbVlad":
         """The vocabulary: k-means over ORB descriptors of the frames of ``clips``."""
         des = np.concatenate([self.local(im) for c in clips for im in c.images])
         if len(des) > max_descriptors:
