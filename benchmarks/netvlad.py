@@ -84,7 +84,8 @@ def main() -> int:
                 if beats:
                     args.checkpoint.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy(ckpt, args.checkpoint)
-                    shutil.copy(ckpt.with_suffix(".pt.json"), args.checkpoint.with_suffix(args.checkpoint.suffix + ".json"))
+                    sidecar_to = args.checkpoint.with_suffix(args.checkpoint.suffix + ".json")
+                    shutil.copy(ckpt.with_suffix(".pt.json"), sidecar_to)
                     kept = str(args.checkpoint)
                 logging.info("run 0 %s both baselines: checkpoint %s", "beats" if beats else "does not beat",
                              f"kept at {kept}" if kept else "not kept")

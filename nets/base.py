@@ -108,7 +108,8 @@ def check_architecture(model: BaseModel, sidecar: dict[str, Any]) -> None:
     if want is None:
         return
     if have is None:
-        raise ModelError(f"{path}: the sidecar does not record the architecture; {model.name} needs {want}")
+        raise ModelError(f"{path}: the sidecar does not record the architecture; "
+                         f"{model.name} needs {want}")
     diff = {k: (have.get(k), want.get(k)) for k in sorted(set(want) | set(have)) if have.get(k) != want.get(k)}
     if diff:
         detail = ", ".join(f"{k}: checkpoint {a!r} vs model {b!r}" for k, (a, b) in diff.items())
@@ -133,6 +134,8 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[dict[s
         raise ModelError(f"{path}: missing sidecar {sidecar_path.name} (what data, command and metrics made it)") from None
     except json.JSONDecodeError as e:
         raise ModelError(f"{sidecar_path}: not valid JSON ({e})") from None
+    if not isinstance(sidecar, dict):
+        raise ModelError(f"{sidecar_path}: expected a JSON object (architecture, data, command, metrics)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises several types for corrupt files

@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from nets.registry import register
-from nets.retrieval import OrbVlad, PlaceThresholds, group_worlds, kmeans, pose_relations, recall_at_k, database_mask
+from nets.retrieval import (OrbVlad, PlaceThresholds, database_mask, group_worlds, kmeans, pose_relations,
+                            recall_at_k)
 from nets.train.data import Clip, resize_image
 from nets.train.trainable import TrainableModel
 

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from nets.base import BaseModel
 from nets.train.data import Clip
+
+if TYPE_CHECKING:
+    import torch
 
 SIZES = ("tiny", "small", "full")
 
@@ -53,7 +56,7 @@ class TrainableModel(BaseModel):
 
     # ------------------------------------------------------------ supplied by each model
     @abstractmethod
-    def build_net(self) -> "torch.nn.Module":  # noqa: F821
+    def build_net(self) -> torch.nn.Module:
         """The network for ``self.conf`` (weights initialised from torch's global generator)."""
 
     def prepare(self, clips: list[Clip], seed: int) -> None:
@@ -64,7 +67,7 @@ class TrainableModel(BaseModel):
         """One epoch of training batches (dicts of tensors on the CPU), drawn with ``rng`` only."""
 
     @abstractmethod
-    def loss(self, net: "torch.nn.Module", batch: dict[str, Any]) -> tuple["torch.Tensor", dict[str, float]]:  # noqa: F821
+    def loss(self, net: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         """The loss of one batch through ``net`` (``self.net`` or its DDP wrapper) and figures to log."""
 
     @staticmethod

@@ -1,4 +1,4 @@
-"""The training harness: checkpoints with sidecars, resume, determinism by seed, refusal of foreign checkpoints, CLIs."""
+"""The training harness: checkpoints + sidecars, resume, determinism by seed, refusal of foreign checkpoints, CLIs."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def test_resumed_run_equals_uninterrupted_run_and_seed_decides_weights(train_cli
 
 def test_checkpoint_of_another_input_size_is_refused(train_clips, tmp_path):
     out = tmp_path / "tiny.pt"
-    train("netvlad", train_clips[:1], out, _settings())
+    sidecar = train("netvlad", train_clips[:1], out, _settings())
     with pytest.raises(ModelError, match="another architecture or input size.*image_width: checkpoint 64 vs model 160"):
         NetVLAD().load_weights(out)  # the small size: 160x120, other channels
     with pytest.raises(ModelError, match="a checkpoint of model 'netvlad', not 'brightness_depth'"):
@@ -78,6 +78,10 @@ def test_checkpoint_of_another_input_size_is_refused(train_clips, tmp_path):
         BrightnessDepth().load_weights(out)
     with pytest.raises(ConfigError, match="models\\[0\\].*image_width"):
         load_models({"models": [{"model": "netvlad", "checkpoint": str(out)}]}, "cpu")
+    (tmp_path / "tiny.pt.json").write_text("[1, 2]")
+    with pytest.raises(ModelError, match="expected a JSON object"):
+        NetVLAD(NetVLAD.sizes["tiny"]).load_weights(out)
+    (tmp_path / "tiny.pt.json").write_text(json.dumps(sidecar))
     served = load_models({"models": [{"model": "netvlad", "checkpoint": str(out), "conf": NetVLAD.sizes["tiny"]}]},
                          "cpu")
     assert served["descriptor"].describe()["trained"]
