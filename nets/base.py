@@ -65,6 +65,18 @@ class BaseModel(ABC):
         if missing:
             raise ModelError(f"model {self.name!r} needs inputs {list(self.required_inputs)}, missing {missing}")
 
+    def architecture(self) -> dict[str, Any] | None:
+        """What a checkpoint must have been trained for (network shape, input size); None: anything loads."""
+        return None
+
+    def load_weights(self, path: str | Path) -> None:
+        """Load the checkpoint at ``path`` (+ sidecar); one made for another architecture is a :class:`ModelError`."""
+        state, sidecar = load_checkpoint(path, map_location=self.device)
+        check_architecture(self, sidecar)
+        self.load_state(state)
+        self.checkpoint_info = sidecar
+        log.info("model %s: weights from %s (%s)", self.name, path, sidecar.get("data_summary", "data not recorded"))
+
     def load_state(self, state: dict[str, Any]) -> None:
         """Take the weights of a checkpoint (torch models: ``self.net.load_state_dict``)."""
         net = getattr(self, "net", None)
@@ -86,6 +98,25 @@ class BaseModel(ABC):
                 "trained": self.checkpoint_info is not None}
 
 
+def check_architecture(model: BaseModel, sidecar: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose sidecar names another model or architecture than ``model`` has."""
+    path = sidecar.get("path", "checkpoint")
+    if sidecar.get("model") not in (None, model.name):
+        raise ModelError(f"{path}: a checkpoint of model {sidecar['model']!r}, not {model.name!r}")
+    want = model.architecture()
+    have = sidecar.get("architecture")
+    if want is None:
+        return
+    if have is None:
+        raise ModelError(f"{path}: the sidecar does not record the architecture; "
+                         f"{model.name} needs {want}")
+    diff = {k: (have.get(k), want.get(k)) for k in sorted(set(want) | set(have)) if have.get(k) != want.get(k)}
+    if diff:
+        detail = ", ".join(f"{k}: checkpoint {a!r} vs model {b!r}" for k, (a, b) in diff.items())
+        raise ModelError(f"{path}: made for another architecture or input size ({detail}); "
+                         f"build the model with the checkpoint's conf {sidecar.get('conf', {})}")
+
+
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
     """``(state_dict, sidecar)`` of a local checkpoint ``path`` and its ``path.json`` sidecar.
 
@@ -103,6 +134,8 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[dict[s
         raise ModelError(f"{path}: missing sidecar {sidecar_path.name} (what data, command and metrics made it)") from None
     except json.JSONDecodeError as e:
         raise ModelError(f"{sidecar_path}: not valid JSON ({e})") from None
+    if not isinstance(sidecar, dict):
+        raise ModelError(f"{sidecar_path}: expected a JSON object (architecture, data, command, metrics)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises several types for corrupt files

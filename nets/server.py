@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from nets.base import BaseModel, ModelError, load_checkpoint, resolve_device
+from nets.base import BaseModel, ModelError, resolve_device
 from nets.registry import create
 from slam.bus.codec import DEFAULT_MAX_MESSAGE_BYTES, Message
 from slam.bus.keys import KeyFileError, curve_server
@@ -66,9 +66,7 @@ def load_models(config: dict[str, Any], device: str, source: str = "config") -> 
         try:
             model = create(str(entry["model"]), entry.get("conf") or {}, device)
             if entry.get("checkpoint"):
-                state, sidecar = load_checkpoint(entry["checkpoint"], map_location=device)
-                model.load_state(state)
-                model.checkpoint_info = sidecar
+                model.load_weights(entry["checkpoint"])
             else:
                 log.warning("model %s: no checkpoint configured: answering with untrained weights", model.name)
         except ModelError as e:
