@@ -10,6 +10,12 @@ For each keyframe from the queue:
 6. cull keyframes whose points are seen well enough by others.
 
 Tracking only enqueues (``insert``), never waits: a full queue refuses the keyframe.
+
+Locking: work on many points is split into chunks, each under ``map.lock``; the
+lock is first come first served (:class:`~slam.backbone.map.fair_lock.FairRLock`),
+so a tracking thread waiting for it gets it at the end of the chunk in progress.
+Local BA solves without any lock and takes ``map.update_lock`` (with ``map.lock``)
+only to write poses and positions back, between two tracked frames.
 """
 
 from __future__ import annotations
@@ -318,6 +324,8 @@ class LocalMapper:
 
     def _local_ba(self, kf: KeyFrame) -> None:
         with self.map.lock:
+            if kf.bad:  # discarded or culled meanwhile
+                return
             local_ids, point_ids, fixed_ids = self.map.local_window(kf, self.cfg.local_ba_covisible,
                                                                     self.cfg.local_ba_fixed_max)
             kf_ids = list(local_ids) + list(fixed_ids)
@@ -347,7 +355,9 @@ class LocalMapper:
         )
         if res is None:
             return
-        with self.map.lock:
+        # The write-back waits for the frame being tracked to be recorded (``update_lock``): a frame
+        # is never tracked against some old and some new poses, nor recorded against a moved keyframe.
+        with self.map.update_lock, self.map.lock:
             for j in np.nonzero(res.outlier_obs)[0]:
                 k, pid = int(obs_kf[j]), int(obs_pt[j])
                 p, kfo = self.map.points.get(pid), self.map.keyframes.get(k)
@@ -427,7 +437,10 @@ class LocalMapper:
 
 
 def _chunks(ids: np.ndarray, size: int = 400):
-    """Split work on map points so the map lock is held for a few milliseconds at a time."""
+    """Split work on map points so the map lock is held for a few milliseconds at a time.
+
+    The caller takes ``map.lock`` per chunk; the lock is fair, so a thread waiting for it
+    gets it before the next chunk.
+    """
     for i in range(0, len(ids), size):
         yield ids[i : i + size]
-        time.sleep(0)  # let a waiting tracking thread take the lock (and the GIL) between chunks
