@@ -12,7 +12,7 @@ For each keyframe from the queue:
 Tracking only enqueues (``insert``), never waits: a full queue refuses the keyframe.
 
 Locking: work on many points is split into chunks, each under ``map.lock``; the
-lock is first come first served (:class:`~slam.backbone.map.fair_lock.FairRLock`),
+lock (:class:`~slam.backbone.map.fair_lock.FairRLock`) gives tracking precedence,
 so a tracking thread waiting for it gets it at the end of the chunk in progress.
 Local BA solves without any lock and takes ``map.update_lock`` (with ``map.lock``)
 only to write poses and positions back, between two tracked frames.
@@ -185,20 +185,21 @@ class LocalMapper:
     def _cull_points(self, kf: KeyFrame) -> None:
         min_obs = 2 if self.mono else 3
         keep = []
-        with self.map.lock:
-            for pid in self.recent_points:
-                p = self.map.points.get(pid)
-                if p is None or p.bad:
-                    continue
-                age = kf.id - p.first_kf_id
-                # ORB-SLAM culls at <= min_obs observations; one fewer here (its rule, measured on the
-                # monocular demo, left 30% fewer points and no fewer lost frames)
-                if p.found_ratio < self.cfg.cull_found_ratio or (age >= 2 and len(p.observations) <= min_obs - 1):
-                    self.map.erase_point(p)
-                elif age >= 3:
-                    continue  # survived its probation
-                else:
-                    keep.append(pid)
+        for chunk in _chunks(self.recent_points):
+            with self.map.lock:
+                for pid in chunk:
+                    p = self.map.points.get(pid)
+                    if p is None or p.bad:
+                        continue
+                    age = kf.id - p.first_kf_id
+                    # ORB-SLAM culls at <= min_obs observations; one fewer here (its rule, measured on the
+                    # monocular demo, left 30% fewer points and no fewer lost frames)
+                    if p.found_ratio < self.cfg.cull_found_ratio or (age >= 2 and len(p.observations) <= min_obs - 1):
+                        self.map.erase_point(p)
+                    elif age >= 3:
+                        continue  # survived its probation
+                    else:
+                        keep.append(pid)
         self.recent_points = keep
 
     def _triangulate(self, kf: KeyFrame) -> None:
@@ -300,22 +301,25 @@ class LocalMapper:
         radius = 3.0 * self.ex.scale_factors[proj.level]
         p_i, k_i = match_by_projection(kf.features, proj.uv, desc[proj.idx], radius, proj.level, max_dist=50,
                                        ratio=1.0, proj_ur=proj.u_right if self.bf > 0 else None)
-        with self.map.lock:
-            if kf.bad:
-                return
-            for a, b in zip(p_i, k_i):
-                p = pts[proj.idx[a]]
-                if p.bad:
-                    continue
-                existing = int(kf.point_ids[b])
-                if existing >= 0:
-                    q = self.map.points.get(existing)
-                    if q is None or q.bad or q is p:
+        pairs = np.column_stack([p_i, k_i])
+        for chunk in _chunks(pairs, CHUNK // 4):  # a fusion refreshes its point: dearer than the others
+            with self.map.lock:
+                if kf.bad:
+                    return
+                for a, b in chunk.tolist():
+                    p = pts[proj.idx[a]]
+                    if p.bad:
                         continue
-                    keep, drop = (p, q) if len(p.observations) > len(q.observations) else (q, p)
-                    self.map.replace_point(drop, keep)
-                elif kf.id not in p.observations:
-                    self.map.associate(kf, int(b), p)
+                    existing = int(kf.point_ids[b])
+                    if existing >= 0:
+                        q = self.map.points.get(existing)
+                        if q is None or q.bad or q is p:
+                            continue
+                        keep, drop = (p, q) if len(p.observations) > len(q.observations) else (q, p)
+                        self.map.replace_point(drop, keep)
+                    elif kf.id not in p.observations:
+                        self.map.associate(kf, int(b), p)
+        with self.map.lock:
             touched = {int(kf.point_ids[b]) for b in k_i if kf.point_ids[b] >= 0}
         for chunk in _chunks(np.array(sorted(touched), np.int64)):
             self.map.refresh_points(chunk)
@@ -390,7 +394,14 @@ class LocalMapper:
             if not cands:
                 return
             pids = np.unique(np.concatenate([c.point_ids[c.point_ids >= 0] for c in cands]))
-            row, okf, okp = m.observation_table(pids)
+        if len(pids) == 0:
+            return
+        tables = []
+        for start in range(0, len(pids), CHUNK):  # chunks: a point's observations may change in between,
+            with m.lock:  # which the per-candidate step below re-checks
+                r, k, i = m.observation_table(pids[start : start + CHUNK])
+            tables.append((r + start, k, i))
+        row, okf, okp = (np.concatenate(t) for t in zip(*tables))
         octave = np.empty(len(okp), np.int64)
         for k in np.unique(okf).tolist():
             sel = np.flatnonzero(okf == k)
@@ -436,11 +447,14 @@ class LocalMapper:
         return float(np.median(Pc[:, 2]))
 
 
-def _chunks(ids: np.ndarray, size: int = 400):
-    """Split work on map points so the map lock is held for a few milliseconds at a time.
+CHUNK = 200  # map points handled per hold of the map lock (about a millisecond of work)
 
-    The caller takes ``map.lock`` per chunk; the lock is fair, so a thread waiting for it
-    gets it before the next chunk.
+
+def _chunks(items, size: int = CHUNK):
+    """Split work on map points so the map lock is held for about a millisecond at a time.
+
+    The caller takes ``map.lock`` per chunk; a tracking thread waiting for it is handed it
+    before the next chunk (:mod:`slam.backbone.map.fair_lock`).
     """
-    for i in range(0, len(ids), size):
-        yield ids[i : i + size]
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

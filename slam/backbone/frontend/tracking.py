@@ -18,6 +18,8 @@ the queue still refuse it, the keyframe is discarded from the map again.
 Steps 2-6 and the pose relative to the reference keyframe are done holding
 ``map.update_lock``, which local BA takes only to write its result back: a frame
 is tracked and recorded against one version of the keyframe poses and point positions.
+Meanwhile the tracking thread takes precedence on ``map.lock``: when local mapping
+holds it, tracking gets it at the end of that chunk of work.
 """
 
 from __future__ import annotations
@@ -148,7 +150,9 @@ class Tracker:
         t["features"] = _ms(t0) if prepared is None else prepared.prepare_ms
         m = self.map
         waited = m.update_lock.waited_s() + m.lock.waited_s()
-        with m.update_lock:  # one map version for the whole frame (module docstring)
+        # One map version for the whole frame (module docstring); precedence on the map lock over local
+        # mapping, which holds it for chunks of work (slam.backbone.map.fair_lock).
+        with m.update_lock, m.lock.priority():
             is_kf = failed = False
             if self.state == State.NOT_INITIALIZED:
                 ok = self._initialize(cur, frame)

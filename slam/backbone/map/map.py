@@ -1,8 +1,8 @@
 """The shared map: keyframes, map points, the covisibility graph and the spanning tree.
 
 Tracking, local mapping and loop closing share one :class:`Map`. Every public
-method of ``Map`` takes ``map.lock`` (a re-entrant, first-come-first-served
-:class:`~slam.backbone.map.fair_lock.FairRLock`) for its duration, so
+method of ``Map`` takes ``map.lock`` (a re-entrant lock that hands itself to the
+tracking thread first, :class:`~slam.backbone.map.fair_lock.FairRLock`) for its duration, so
 single calls are atomic. A caller that makes several calls which must see or
 leave a consistent map (read a keyframe's points then their positions; create
 a point then associate it elsewhere; iterate over ``map.keyframes`` or
