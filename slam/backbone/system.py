@@ -79,6 +79,9 @@ class System:
         self.camera = camera
         self.map = Map(camera, scale_factor=self.cfg.features.scale_factor, n_levels=self.cfg.features.n_levels)
         self.threaded = threaded
+        if threaded and mode.startswith("mono") and self.cfg.mapping.max_queue < 2:
+            # the two keyframes of a monocular map go to local mapping together
+            raise ValueError(f"mapping.max_queue = {self.cfg.mapping.max_queue}: monocular needs at least 2")
         self.tracker = Tracker(camera, mode, self.map, self.cfg, stereo=stereo,
                                insert_keyframe=self._insert_keyframe, mapper_idle=self._mapper_idle,
                                mapper_accepts=self._mapper_accepts)

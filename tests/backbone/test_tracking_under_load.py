@@ -231,3 +231,10 @@ def test_frame_lost_with_an_immediate_new_map_counts_as_lost(frames):
     assert system.lost_frames() == [4]  # the next black frames are a new map initialising, not lost tracking
     assert all(r.state == State.OK for r in results[7:])
     assert system.map.check_consistency() == []
+
+
+def test_monocular_needs_room_for_two_keyframes(frames):
+    cfg = SlamConfig()
+    cfg.mapping.max_queue = 1
+    with pytest.raises(ValueError, match="max_queue"):
+        System(frames[0], "mono", cfg)
