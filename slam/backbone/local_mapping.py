@@ -336,18 +336,19 @@ class LocalMapper:
             if len(local_ids) < 2 and not fixed_ids:
                 return
             poses = {k: self.map.keyframes[k].T_c_w.copy() for k in kf_ids}
+            features = {k: self.map.keyframes[k].features for k in kf_ids}
             pids = point_ids[self.map.valid_mask(point_ids)]
-            pos = self.map.points_array(pids)
-            row, obs_kf, obs_kp = self.map.observation_table(pids)
-            keep = np.isin(obs_kf, kf_ids)
-            if not keep.any():
-                return
-            obs_kf, obs_kp, obs_pt = obs_kf[keep], obs_kp[keep], pids[row[keep]]
-            uv, ur, oc = np.empty((len(obs_kf), 2)), np.empty(len(obs_kf)), np.empty(len(obs_kf), np.int64)
-            for k in kf_ids:  # one fancy index per keyframe
-                sel = np.flatnonzero(obs_kf == k)
-                f, kp = self.map.keyframes[k].features, obs_kp[sel]
-                uv[sel], ur[sel], oc[sel] = f.uv_und[kp], f.u_right[kp], f.octave[kp]
+            pos = self.map.points_array(pids)  # only this thread moves points: later chunks agree with them
+        row, obs_kf, obs_kp = self._observation_table(pids)
+        keep = np.isin(obs_kf, kf_ids)
+        if not keep.any():
+            return
+        obs_kf, obs_kp, obs_pt = obs_kf[keep], obs_kp[keep], pids[row[keep]]
+        uv, ur, oc = np.empty((len(obs_kf), 2)), np.empty(len(obs_kf)), np.empty(len(obs_kf), np.int64)
+        for k in kf_ids:  # one fancy index per keyframe
+            sel = np.flatnonzero(obs_kf == k)
+            f, kp = features[k], obs_kp[sel]
+            uv[sel], ur[sel], oc[sel] = f.uv_und[kp], f.u_right[kp], f.octave[kp]
         fixed = set(fixed_ids)
         if 0 in poses and len(fixed) == 0:
             fixed.add(min(poses))
@@ -396,12 +397,7 @@ class LocalMapper:
             pids = np.unique(np.concatenate([c.point_ids[c.point_ids >= 0] for c in cands]))
         if len(pids) == 0:
             return
-        tables = []
-        for start in range(0, len(pids), CHUNK):  # chunks: a point's observations may change in between,
-            with m.lock:  # which the per-candidate step below re-checks
-                r, k, i = m.observation_table(pids[start : start + CHUNK])
-            tables.append((r + start, k, i))
-        row, okf, okp = (np.concatenate(t) for t in zip(*tables))
+        row, okf, okp = self._observation_table(pids)  # (the per-candidate step below re-checks what changed)
         octave = np.empty(len(okp), np.int64)
         for k in np.unique(okf).tolist():
             sel = np.flatnonzero(okf == k)
@@ -438,6 +434,23 @@ class LocalMapper:
                     alive &= okf != c.id  # frames tracked against it then follow its parent
                     alive &= m.valid_mask(pids)[row]  # points erased with it
 
+    def _observation_table(self, pids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`Map.observation_table` of ``pids``, read in chunks under the map lock.
+
+        Between chunks tracking may add observations by a new keyframe (which local mapping has
+        not seen yet) but changes nothing else: only this thread erases and fuses points (tracking
+        erases only those of a keyframe it discards, which never reached local mapping).
+        """
+        tables = []
+        for start in range(0, len(pids), CHUNK):
+            with self.map.lock:
+                r, k, i = self.map.observation_table(pids[start : start + CHUNK])
+            tables.append((r + start, k, i))
+        if not tables:
+            return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
+        row, kf, kp = (np.concatenate(t) for t in zip(*tables))
+        return row, kf, kp
+
     def _median_depth(self, kf: KeyFrame) -> float:
         ids = kf.point_ids[kf.point_ids >= 0]
         ids = ids[self.map.valid_mask(ids)]
@@ -447,7 +460,7 @@ class LocalMapper:
         return float(np.median(Pc[:, 2]))
 
 
-CHUNK = 200  # map points handled per hold of the map lock (about a millisecond of work)
+CHUNK = 100  # map points handled per hold of the map lock (well under a millisecond of work on an idle machine)
 
 
 def _chunks(items, size: int = CHUNK):
