@@ -10,6 +10,12 @@ For each keyframe from the queue:
 6. cull keyframes whose points are seen well enough by others.
 
 Tracking only enqueues (``insert``), never waits: a full queue refuses the keyframe.
+
+Locking: work on many points is split into chunks, each under ``map.lock``; the
+lock (:class:`~slam.backbone.map.fair_lock.FairRLock`) gives tracking precedence,
+so a tracking thread waiting for it gets it at the end of the chunk in progress.
+Local BA solves without any lock and takes ``map.update_lock`` (with ``map.lock``)
+only to write poses and positions back, between two tracked frames.
 """
 
 from __future__ import annotations
@@ -179,20 +185,21 @@ class LocalMapper:
     def _cull_points(self, kf: KeyFrame) -> None:
         min_obs = 2 if self.mono else 3
         keep = []
-        with self.map.lock:
-            for pid in self.recent_points:
-                p = self.map.points.get(pid)
-                if p is None or p.bad:
-                    continue
-                age = kf.id - p.first_kf_id
-                # ORB-SLAM culls at <= min_obs observations; one fewer here (its rule, measured on the
-                # monocular demo, left 30% fewer points and no fewer lost frames)
-                if p.found_ratio < self.cfg.cull_found_ratio or (age >= 2 and len(p.observations) <= min_obs - 1):
-                    self.map.erase_point(p)
-                elif age >= 3:
-                    continue  # survived its probation
-                else:
-                    keep.append(pid)
+        for chunk in _chunks(self.recent_points):
+            with self.map.lock:
+                for pid in chunk:
+                    p = self.map.points.get(pid)
+                    if p is None or p.bad:
+                        continue
+                    age = kf.id - p.first_kf_id
+                    # ORB-SLAM culls at <= min_obs observations; one fewer here (its rule, measured on the
+                    # monocular demo, left 30% fewer points and no fewer lost frames)
+                    if p.found_ratio < self.cfg.cull_found_ratio or (age >= 2 and len(p.observations) <= min_obs - 1):
+                        self.map.erase_point(p)
+                    elif age >= 3:
+                        continue  # survived its probation
+                    else:
+                        keep.append(pid)
         self.recent_points = keep
 
     def _triangulate(self, kf: KeyFrame) -> None:
@@ -294,22 +301,25 @@ class LocalMapper:
         radius = 3.0 * self.ex.scale_factors[proj.level]
         p_i, k_i = match_by_projection(kf.features, proj.uv, desc[proj.idx], radius, proj.level, max_dist=50,
                                        ratio=1.0, proj_ur=proj.u_right if self.bf > 0 else None)
-        with self.map.lock:
-            if kf.bad:
-                return
-            for a, b in zip(p_i, k_i):
-                p = pts[proj.idx[a]]
-                if p.bad:
-                    continue
-                existing = int(kf.point_ids[b])
-                if existing >= 0:
-                    q = self.map.points.get(existing)
-                    if q is None or q.bad or q is p:
+        pairs = np.column_stack([p_i, k_i])
+        for chunk in _chunks(pairs, CHUNK // 4):  # a fusion refreshes its point: dearer than the others
+            with self.map.lock:
+                if kf.bad:
+                    return
+                for a, b in chunk.tolist():
+                    p = pts[proj.idx[a]]
+                    if p.bad:
                         continue
-                    keep, drop = (p, q) if len(p.observations) > len(q.observations) else (q, p)
-                    self.map.replace_point(drop, keep)
-                elif kf.id not in p.observations:
-                    self.map.associate(kf, int(b), p)
+                    existing = int(kf.point_ids[b])
+                    if existing >= 0:
+                        q = self.map.points.get(existing)
+                        if q is None or q.bad or q is p:
+                            continue
+                        keep, drop = (p, q) if len(p.observations) > len(q.observations) else (q, p)
+                        self.map.replace_point(drop, keep)
+                    elif kf.id not in p.observations:
+                        self.map.associate(kf, int(b), p)
+        with self.map.lock:
             touched = {int(kf.point_ids[b]) for b in k_i if kf.point_ids[b] >= 0}
         for chunk in _chunks(np.array(sorted(touched), np.int64)):
             self.map.refresh_points(chunk)
@@ -318,24 +328,27 @@ class LocalMapper:
 
     def _local_ba(self, kf: KeyFrame) -> None:
         with self.map.lock:
+            if kf.bad:  # discarded or culled meanwhile
+                return
             local_ids, point_ids, fixed_ids = self.map.local_window(kf, self.cfg.local_ba_covisible,
                                                                     self.cfg.local_ba_fixed_max)
             kf_ids = list(local_ids) + list(fixed_ids)
             if len(local_ids) < 2 and not fixed_ids:
                 return
             poses = {k: self.map.keyframes[k].T_c_w.copy() for k in kf_ids}
+            features = {k: self.map.keyframes[k].features for k in kf_ids}
             pids = point_ids[self.map.valid_mask(point_ids)]
-            pos = self.map.points_array(pids)
-            row, obs_kf, obs_kp = self.map.observation_table(pids)
-            keep = np.isin(obs_kf, kf_ids)
-            if not keep.any():
-                return
-            obs_kf, obs_kp, obs_pt = obs_kf[keep], obs_kp[keep], pids[row[keep]]
-            uv, ur, oc = np.empty((len(obs_kf), 2)), np.empty(len(obs_kf)), np.empty(len(obs_kf), np.int64)
-            for k in kf_ids:  # one fancy index per keyframe
-                sel = np.flatnonzero(obs_kf == k)
-                f, kp = self.map.keyframes[k].features, obs_kp[sel]
-                uv[sel], ur[sel], oc[sel] = f.uv_und[kp], f.u_right[kp], f.octave[kp]
+            pos = self.map.points_array(pids)  # only this thread moves points: later chunks agree with them
+        row, obs_kf, obs_kp = self._observation_table(pids)
+        keep = np.isin(obs_kf, kf_ids)
+        if not keep.any():
+            return
+        obs_kf, obs_kp, obs_pt = obs_kf[keep], obs_kp[keep], pids[row[keep]]
+        uv, ur, oc = np.empty((len(obs_kf), 2)), np.empty(len(obs_kf)), np.empty(len(obs_kf), np.int64)
+        for k in kf_ids:  # one fancy index per keyframe
+            sel = np.flatnonzero(obs_kf == k)
+            f, kp = features[k], obs_kp[sel]
+            uv[sel], ur[sel], oc[sel] = f.uv_und[kp], f.u_right[kp], f.octave[kp]
         fixed = set(fixed_ids)
         if 0 in poses and len(fixed) == 0:
             fixed.add(min(poses))
@@ -347,7 +360,9 @@ class LocalMapper:
         )
         if res is None:
             return
-        with self.map.lock:
+        # The write-back waits for the frame being tracked to be recorded (``update_lock``): a frame
+        # is never tracked against some old and some new poses, nor recorded against a moved keyframe.
+        with self.map.update_lock, self.map.lock:
             for j in np.nonzero(res.outlier_obs)[0]:
                 k, pid = int(obs_kf[j]), int(obs_pt[j])
                 p, kfo = self.map.points.get(pid), self.map.keyframes.get(k)
@@ -380,7 +395,9 @@ class LocalMapper:
             if not cands:
                 return
             pids = np.unique(np.concatenate([c.point_ids[c.point_ids >= 0] for c in cands]))
-            row, okf, okp = m.observation_table(pids)
+        if len(pids) == 0:
+            return
+        row, okf, okp = self._observation_table(pids)  # (the per-candidate step below re-checks what changed)
         octave = np.empty(len(okp), np.int64)
         for k in np.unique(okf).tolist():
             sel = np.flatnonzero(okf == k)
@@ -417,6 +434,23 @@ class LocalMapper:
                     alive &= okf != c.id  # frames tracked against it then follow its parent
                     alive &= m.valid_mask(pids)[row]  # points erased with it
 
+    def _observation_table(self, pids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`Map.observation_table` of ``pids``, read in chunks under the map lock.
+
+        Between chunks tracking may add observations by a new keyframe (which local mapping has
+        not seen yet) but changes nothing else: only this thread erases and fuses points (tracking
+        erases only those of a keyframe it discards, which never reached local mapping).
+        """
+        tables = []
+        for start in range(0, len(pids), CHUNK):
+            with self.map.lock:
+                r, k, i = self.map.observation_table(pids[start : start + CHUNK])
+            tables.append((r + start, k, i))
+        if not tables:
+            return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
+        row, kf, kp = (np.concatenate(t) for t in zip(*tables))
+        return row, kf, kp
+
     def _median_depth(self, kf: KeyFrame) -> float:
         ids = kf.point_ids[kf.point_ids >= 0]
         ids = ids[self.map.valid_mask(ids)]
@@ -426,8 +460,14 @@ class LocalMapper:
         return float(np.median(Pc[:, 2]))
 
 
-def _chunks(ids: np.ndarray, size: int = 400):
-    """Split work on map points so the map lock is held for a few milliseconds at a time."""
-    for i in range(0, len(ids), size):
-        yield ids[i : i + size]
-        time.sleep(0)  # let a waiting tracking thread take the lock (and the GIL) between chunks
+CHUNK = 100  # map points handled per hold of the map lock (well under a millisecond of work on an idle machine)
+
+
+def _chunks(items, size: int = CHUNK):
+    """Split work on map points so the map lock is held for about a millisecond at a time.
+
+    The caller takes ``map.lock`` per chunk; a tracking thread waiting for it is handed it
+    before the next chunk (:mod:`slam.backbone.map.fair_lock`).
+    """
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

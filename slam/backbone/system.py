@@ -7,7 +7,10 @@
     system.trajectory()                     # T_w_c of every tracked frame, after BA corrections
 
 Each frame's pose is kept relative to its reference keyframe, so corrections
-that local BA makes to keyframes carry over to the frames between them.
+that local BA makes to keyframes carry over to the frames between them. The
+tracker computes that relative pose while it holds ``map.update_lock``, so it
+uses the keyframe pose the frame was tracked against, not one local BA wrote
+back in between.
 """
 
 from __future__ import annotations
@@ -97,8 +100,12 @@ class System:
         self.camera = camera
         self.map = Map(camera, scale_factor=self.cfg.features.scale_factor, n_levels=self.cfg.features.n_levels)
         self.threaded = threaded
+        if threaded and mode.startswith("mono") and self.cfg.mapping.max_queue < 2:
+            # the two keyframes of a monocular map go to local mapping together
+            raise ValueError(f"mapping.max_queue = {self.cfg.mapping.max_queue}: monocular needs at least 2")
         self.tracker = Tracker(camera, mode, self.map, self.cfg, stereo=stereo,
-                               insert_keyframe=self._insert_keyframe, mapper_idle=self._mapper_idle)
+                               insert_keyframe=self._insert_keyframe, mapper_idle=self._mapper_idle,
+                               mapper_accepts=self._mapper_accepts)
         self.mapper = LocalMapper(self.map, camera, mode, self.cfg, self.tracker.extractor, self.tracker.bf,
                                   self.tracker.disp_inv_sigma2)
         warm_up_kernels()
@@ -119,6 +126,9 @@ class System:
     def _mapper_idle(self) -> bool:
         return self.mapper.idle() if self.threaded else True
 
+    def _mapper_accepts(self) -> bool:
+        return self.mapper.accepts_keyframes() if self.threaded else True
+
     def prepare(self, frame: Frame):
         """Feature extraction for ``frame`` (thread-safe to run one frame ahead of :meth:`process`)."""
         return self.tracker.prepare(frame)
@@ -126,10 +136,8 @@ class System:
     def process(self, frame: Frame, prepared=None) -> FrameResult:
         res = self.tracker.track(frame, prepared)
         self.results.append(res)
-        if res.state == State.OK and self.tracker.ref_kf is not None:
-            ref = self.tracker.ref_kf
-            T_c_w = inv_pose(res.T_w_c)
-            self.records.append(_FrameRecord(frame.index, frame.timestamp, ref.id, T_c_w @ ref.T_w_c,
+        if res.state == State.OK and res.T_c_ref is not None:
+            self.records.append(_FrameRecord(frame.index, frame.timestamp, res.ref_kf_id, res.T_c_ref,
                                              self.tracker.map_id))
         self._note_new_keyframes(frame)
         return res
@@ -143,6 +151,7 @@ class System:
             kf = self.map.keyframes.get(kf_id)
             if kf is not None and kf.frame_index == frame.index and frame.image is not None:
                 self.keyframe_colours[kf_id] = keypoint_colours(frame.image, kf.features.uv)
+
     def wait_for_mapping(self, max_backlog: int = 0, timeout: float | None = None) -> bool:
         """Block until local mapping has at most ``max_backlog`` keyframes queued or in work.
 
@@ -180,5 +189,6 @@ class System:
         return self.map.keyframe_trajectory()
 
     def lost_frames(self) -> list[int]:
-        """Frames tracking lost (not those before the first map was initialised)."""
+        """Frames on which tracking failed (also those after which a new map was started at once);
+        not the frames before a map was initialised."""
         return [r.index for r in self.results if r.state == State.LOST]

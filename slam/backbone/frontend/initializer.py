@@ -72,6 +72,9 @@ class MonoInitializer:
 
     def _create_map(self, cur, T_c2_c1, i1, i2, X_c1) -> bool:
         tr = self.tr
+        if not tr.mapper_accepts():
+            log.info("frame %d: local mapping's queue is full; initialising later", cur.index)
+            return False
         ref = self.ref
         T_w_c1 = tr.T_w_c_prior
         T_c1_w = inv_pose(T_w_c1)
@@ -85,7 +88,7 @@ class MonoInitializer:
         X_w = X_c1 @ T_w_c1[:3, :3].T + T_w_c1[:3, 3]
         m = tr.map
         with m.lock:
-            kf1 = m.new_keyframe(ref.index, ref.timestamp, ref.T_c_w, ref.features)
+            kf1 = m.new_keyframe(ref.index, ref.timestamp, ref.T_c_w, ref.features, starts_map=True)
             kf2 = m.new_keyframe(cur.index, cur.timestamp, cur.T_c_w, cur.features)
             for X, a, b in zip(X_w, i1, i2):
                 p = m.new_point(X, kf1, int(a))
@@ -99,9 +102,11 @@ class MonoInitializer:
         # Tracking continues from the second view (points of both views are in the map).
         cur.T_c_w = kf2.T_c_w.copy()
         cur.point_ids[:] = kf2.point_ids
+        if not (tr.insert_keyframe(kf1) and tr.insert_keyframe(kf2)):
+            # local mapping cannot take both: the new map goes again, and a later frame tries once more
+            tr.discard_keyframes([kf1, kf2], ref, cur)
+            return False
         tr._set_reference(kf2, cur)
-        tr.insert_keyframe(kf1)
-        tr.insert_keyframe(kf2)
         log.info("monocular map initialised from frames %d and %d with %d points", ref.index, cur.index, len(X_w))
         return True
 

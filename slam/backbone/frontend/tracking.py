@@ -11,7 +11,15 @@
 6. decide whether the frame becomes a keyframe and hand it to local mapping.
 
 It never waits on local mapping: keyframes go into a queue, and when the queue
-is full the keyframe is postponed to a later frame.
+is full the keyframe is postponed to a later frame. That is decided before the
+keyframe is created (:mod:`~slam.backbone.frontend.keyframe_decision`); should
+the queue still refuse it, the keyframe is discarded from the map again.
+
+Steps 2-6 and the pose relative to the reference keyframe are done holding
+``map.update_lock``, which local BA takes only to write its result back: a frame
+is tracked and recorded against one version of the keyframe poses and point positions.
+Meanwhile the tracking thread takes precedence on ``map.lock``: when local mapping
+holds it, tracking gets it at the end of that chunk of work.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import numpy as np
 
 from slam.backbone.config import SlamConfig
 from slam.backbone.frontend.features import FeatureExtractor, Features, set_depth_from_map
+from slam.backbone.frontend.keyframe_decision import KeyframeEvidence, decide_keyframe
 from slam.backbone.frontend.stereo import match_stereo
 from slam.geometry import PinholeCamera, inv_pose, normalize_pose, se3_exp, se3_log
 from slam.backbone.frontend.local_map import gather_points, project_visible
@@ -65,7 +74,14 @@ class TrackedFrame:
 
 @dataclass
 class FrameResult:
-    """What ``track`` reports for one frame."""
+    """What ``track`` reports for one frame.
+
+    ``state`` is ``LOST`` for a frame whose tracking failed, even when the tracker
+    started a new map in the same step (its next frames then report ``NOT_INITIALIZED``).
+    ``ref_kf_id`` and ``T_c_ref`` (the frame's pose relative to that keyframe, taken
+    with the keyframe pose the frame was tracked against) are set for tracked frames.
+    ``timings_ms["lock_wait"]``: time blocked on the map's locks during the frame.
+    """
 
     index: int
     timestamp: float
@@ -74,12 +90,14 @@ class FrameResult:
     n_matches: int
     is_keyframe: bool
     timings_ms: dict[str, float] = field(default_factory=dict)
+    ref_kf_id: int = -1
+    T_c_ref: np.ndarray | None = None
 
 
 class Tracker:
     def __init__(self, camera: PinholeCamera, mode: str, slam_map: Map, cfg: SlamConfig,
                  stereo: StereoRig | None = None, insert_keyframe=None, mapper_idle=lambda: True,
-                 rgbd_virtual_baseline: float = 0.08):
+                 rgbd_virtual_baseline: float = 0.08, mapper_accepts=lambda: True):
         self.camera = camera
         self.K = camera.K
         self.mode = mode.replace("-inertial", "")
@@ -106,6 +124,7 @@ class Tracker:
         self.close_depth = self.tc.close_depth_factor * self.bf / camera.fx if self.bf > 0 else np.inf
         self.insert_keyframe = insert_keyframe or (lambda kf: True)
         self.mapper_idle = mapper_idle
+        self.mapper_accepts = mapper_accepts  # would ``insert_keyframe`` take a keyframe now (queue not full)
         self.state = State.NOT_INITIALIZED
         self.last: TrackedFrame | None = None  # the last frame tracked OK
         self.current: TrackedFrame | None = None  # the frame of the latest ``track`` call, whatever its state (viewers)
@@ -133,32 +152,43 @@ class Tracker:
         cur = prepared if prepared is not None else self._make_frame(frame)
         self.current = cur
         t["features"] = _ms(t0) if prepared is None else prepared.prepare_ms
-        is_kf = False
-        if self.state == State.NOT_INITIALIZED:
-            ok = self._initialize(cur, frame)
-            self.state = State.OK if ok else State.NOT_INITIALIZED
-            is_kf = ok
-        else:
-            t1 = time.perf_counter()
-            ok = self._track_motion_or_reference(cur)
-            t["motion"] = _ms(t1)
-            t1 = time.perf_counter()
-            ok = ok and self._track_local_map(cur)
-            t["local_map"] = _ms(t1)
-            if ok:
-                self.state, self.n_lost = State.OK, 0
-                t1 = time.perf_counter()
-                is_kf = self._maybe_insert_keyframe(cur)
-                t["keyframe"] = _ms(t1)
+        m = self.map
+        waited = m.update_lock.waited_s() + m.lock.waited_s()
+        # One map version for the whole frame (module docstring); precedence on the map lock over local
+        # mapping, which holds it for chunks of work (slam.backbone.map.fair_lock).
+        with m.update_lock, m.lock.priority():
+            is_kf = failed = False
+            if self.state == State.NOT_INITIALIZED:
+                ok = self._initialize(cur, frame)
+                self.state = State.OK if ok else State.NOT_INITIALIZED
+                is_kf = ok
             else:
-                self._on_lost(cur)
-        if self.state == State.OK:
-            if self.last is not None and self.last.T_c_w is not None:
-                self.velocity = self._velocity(cur.T_c_w @ inv_pose(self.last.T_c_w))
-            self.last = cur
+                t1 = time.perf_counter()
+                ok = self._track_motion_or_reference(cur)
+                t["motion"] = _ms(t1)
+                t1 = time.perf_counter()
+                ok = ok and self._track_local_map(cur)
+                t["local_map"] = _ms(t1)
+                if ok:
+                    self.state, self.n_lost = State.OK, 0
+                    t1 = time.perf_counter()
+                    is_kf = self._maybe_insert_keyframe(cur)
+                    t["keyframe"] = _ms(t1)
+                else:
+                    failed = True
+                    self._on_lost(cur)
+            ref_id, T_c_ref = -1, None
+            if self.state == State.OK:
+                if self.last is not None and self.last.T_c_w is not None:
+                    self.velocity = self._velocity(cur.T_c_w @ inv_pose(self.last.T_c_w))
+                self.last = cur
+                if self.ref_kf is not None:
+                    ref_id, T_c_ref = self.ref_kf.id, cur.T_c_w @ self.ref_kf.T_w_c
+        t["lock_wait"] = 1e3 * (m.update_lock.waited_s() + m.lock.waited_s() - waited)
         t["total"] = _ms(t0)
         T_w_c = inv_pose(cur.T_c_w) if self.state == State.OK else None
-        return FrameResult(cur.index, cur.timestamp, self.state, T_w_c, len(cur.matched()), is_kf, t)
+        state = State.LOST if failed else self.state  # lost, even if a new map was started at once
+        return FrameResult(cur.index, cur.timestamp, state, T_w_c, len(cur.matched()), is_kf, t, ref_id, T_c_ref)
 
     # ============================================================ the steps
     def _make_frame(self, frame: Frame) -> TrackedFrame:
@@ -190,15 +220,20 @@ class Tracker:
             log.info("frame %d: %d keypoints with depth, need %d to initialise", cur.index, int(has_depth.sum()),
                      self.tc.min_init_features)
             return False
+        if not self.mapper_accepts():
+            log.info("frame %d: local mapping's queue is full; initialising later", cur.index)
+            return False
         cur.T_c_w = inv_pose(self.T_w_c_prior)
         with self.map.lock:
-            kf = self.map.new_keyframe(cur.index, cur.timestamp, cur.T_c_w, cur.features)
+            kf = self.map.new_keyframe(cur.index, cur.timestamp, cur.T_c_w, cur.features, starts_map=True)
             idx = np.nonzero(has_depth)[0]
             cur.point_ids[idx] = self.map.new_points(self._backproject(cur, idx), kf, idx)
             kf.update_connections(self.map)
+        if not self.insert_keyframe(kf):
+            self.discard_keyframes([kf], cur)
+            return False
         log.info("map initialised at frame %d with %d points", cur.index, int(has_depth.sum()))
         self._set_reference(kf, cur)
-        self.insert_keyframe(kf)
         return True
 
     def _track_motion_or_reference(self, cur: TrackedFrame) -> bool:
@@ -291,31 +326,36 @@ class Tracker:
 
     # ======================================================== keyframes
     def _maybe_insert_keyframe(self, cur: TrackedFrame) -> bool:
-        tc = self.tc
-        since = cur.index - self.last_kf_index
-        n_tracked = len(cur.matched())
+        """Decide (before creating anything), create the keyframe, hand it to local mapping."""
+        if not decide_keyframe(self._keyframe_evidence(cur), self.tc).insert:
+            return False
+        kf = self._create_keyframe(cur)
+        if self.insert_keyframe(kf):
+            self._set_reference(kf, cur)
+            return True
+        # Refused after all (local mapping stopped or filled up meanwhile): leave no trace of it.
+        self.discard_keyframes([kf], cur)
+        return False
+
+    def _keyframe_evidence(self, cur: TrackedFrame) -> KeyframeEvidence:
         n_kfs = len(self.map.keyframes)
         # Points of the reference keyframe seen by at least ``kf_ref_min_obs`` keyframes (1 while the
         # map is one keyframe). ORB-SLAM asks for 3; here a new keyframe's many fresh depth points
         # have one observation, so 3 leaves too few to compare with and keyframes come too rarely.
         ref_tracked = self.ref_kf.tracked_points(1 if n_kfs == 1 else self.tc.kf_ref_min_obs)
-        idle = self.mapper_idle()
-        need_close = False
+        n_close_tracked = n_close_untracked = 0
         if not self.mono:
             close = (cur.features.depth > 0) & (cur.features.depth < self.close_depth)
             n_close_tracked = int(np.sum(close & (cur.point_ids >= 0)))
             n_close_untracked = int(np.sum(close & (cur.point_ids < 0)))
-            need_close = n_close_tracked < 100 and n_close_untracked > 70
-        ratio = tc.kf_tracked_ratio_mono if self.mono else tc.kf_tracked_ratio
-        c1a = since >= tc.kf_max_frames
-        c1b = since >= tc.kf_min_frames and idle
-        c1c = (not self.mono) and (n_tracked < 0.25 * ref_tracked or need_close)
-        c2 = (n_tracked < ratio * ref_tracked or need_close) and n_tracked > 15
-        if not ((c1a or c1b or c1c) and c2):
-            return False
-        return bool(self.insert_keyframe(self._create_keyframe(cur)))
+        return KeyframeEvidence(
+            frames_since_kf=cur.index - self.last_kf_index, n_tracked=len(cur.matched()), ref_tracked=ref_tracked,
+            n_close_tracked=n_close_tracked, n_close_untracked=n_close_untracked,
+            mapper_accepts=self.mapper_accepts(), mapper_idle=self.mapper_idle(), mono=self.mono,
+        )
 
     def _create_keyframe(self, cur: TrackedFrame) -> KeyFrame:
+        """The frame as a keyframe in the map, with its tracked points and (stereo/RGB-D) new close points."""
         with self.map.lock:
             kf = self.map.new_keyframe(cur.index, cur.timestamp, cur.T_c_w, cur.features)
             for i in cur.matched():
@@ -324,8 +364,19 @@ class Tracker:
                     self.map.associate(kf, int(i), p)
             if not self.mono:
                 self._add_close_points(cur, kf)
-        self._set_reference(kf, cur)
         return kf
+
+    def discard_keyframes(self, kfs: list[KeyFrame], *frames: TrackedFrame) -> None:
+        """Take keyframes local mapping refused out of the map again (newest first), and unmatch
+        ``frames`` from the points that go with them."""
+        with self.map.lock:
+            for kf in sorted(kfs, key=lambda k: k.id, reverse=True):
+                if not kf.bad:
+                    self.map.discard_keyframe(kf)
+                    log.info("keyframe %d (frame %d) refused by local mapping: discarded", kf.id, kf.frame_index)
+            for f in frames:
+                has = f.point_ids >= 0
+                f.point_ids[has & ~self.map.valid_mask(f.point_ids)] = -1
 
     def _add_close_points(self, cur: TrackedFrame, kf: KeyFrame) -> None:
         """Stereo/RGB-D: new points from depth for untracked keypoints, closest first (ORB-SLAM2)."""

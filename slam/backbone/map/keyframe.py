@@ -133,6 +133,8 @@ class KeyFrame:
         first keyframe stays the root).
         """
         with map.lock:
+            if self.bad or map.keyframes.get(self.id) is not self:
+                return  # erased or discarded meanwhile: it must not be linked again
             counts: dict[int, int] = {}
             for pid in self.point_ids[self.point_ids >= 0].tolist():
                 p = map.points.get(pid)

@@ -1,7 +1,8 @@
 """The shared map: keyframes, map points, the covisibility graph and the spanning tree.
 
 Tracking, local mapping and loop closing share one :class:`Map`. Every public
-method of ``Map`` takes ``map.lock`` (a re-entrant lock) for its duration, so
+method of ``Map`` takes ``map.lock`` (a re-entrant lock that hands itself to the
+tracking thread first, :class:`~slam.backbone.map.fair_lock.FairRLock`) for its duration, so
 single calls are atomic. A caller that makes several calls which must see or
 leave a consistent map (read a keyframe's points then their positions; create
 a point then associate it elsewhere; iterate over ``map.keyframes`` or
@@ -10,6 +11,14 @@ a point then associate it elsewhere; iterate over ``map.keyframes`` or
     with map.lock:
         p = map.new_point(X, kf, i)
         map.associate(other_kf, j, p)
+
+``map.update_lock`` (ORB-SLAM's map-update mutex) orders the two things that
+must not interleave: tracking a frame and recording its pose against its
+reference keyframe (the tracker holds it for the whole frame), and writing
+optimised keyframe poses and point positions back (local BA holds it, with
+``map.lock``, for the write only, never for the solve). A frame is thus tracked
+and recorded against one version of the geometry. Take ``update_lock`` before
+``map.lock``, never the other way round.
 
 Point and keyframe ids are handed out by the map, densely and never reused;
 point numbers used every frame by tracking are gathered from stacked arrays
@@ -20,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 import weakref
 from pathlib import Path
 from typing import NamedTuple
@@ -29,6 +37,7 @@ import numpy as np
 
 from slam.backbone.frontend.features import Features
 from slam.geometry.camera import PinholeCamera
+from slam.backbone.map.fair_lock import FairRLock
 from slam.backbone.map.keyframe import KeyFrame
 from slam.backbone.map.mappoint import MapPoint, PointArrays, distinctive_index
 from slam.trajectory import Trajectory
@@ -67,7 +76,8 @@ class Map:
         n_levels: int = 8,
         min_point_obs: int = 2,
     ):
-        self.lock = threading.RLock()
+        self.lock = FairRLock()
+        self.update_lock = FairRLock()  # tracking a frame vs writing optimised poses back (module docstring)
         self.camera = camera
         self.scale_factor = float(scale_factor)  # ORB pyramid scale between levels
         self.n_levels = int(n_levels)  # ORB pyramid levels
@@ -80,6 +90,9 @@ class Map:
         self.next_kf_id = 0
         self.next_point_id = 0
         self.root_id = -1  # the first keyframe: never erased, root of the spanning tree
+        # keyframes that start a map (the root, and the first keyframe after tracking was lost and a new
+        # map started): the only keyframes without a parent
+        self.origins: set[int] = set()
         # erased keyframe id -> (parent id, T_c_parent), to recover poses of frames tracked against it
         self.erased_keyframes: dict[int, tuple[int, np.ndarray]] = {}
         self.replaced: dict[int, int] = {}  # fused point id -> the id it was fused into
@@ -113,12 +126,21 @@ class Map:
         kf._map = weakref.ref(self)
         if self.root_id < 0:
             self.root_id = kf.id
+            self.origins.add(kf.id)
         return kf
 
     @_locked
-    def new_keyframe(self, frame_index: int, timestamp: float, T_c_w: np.ndarray, features: Features) -> KeyFrame:
-        """Create and insert a keyframe with no map points yet (arguments in :class:`KeyFrame` order)."""
-        return self.add_keyframe(KeyFrame(-1, frame_index, timestamp, T_c_w, features))
+    def new_keyframe(self, frame_index: int, timestamp: float, T_c_w: np.ndarray, features: Features,
+                     starts_map: bool = False) -> KeyFrame:
+        """Create and insert a keyframe with no map points yet (arguments in :class:`KeyFrame` order).
+
+        ``starts_map``: the keyframe begins a new map (tracking initialised again after it was lost):
+        it has no parent in the spanning tree, and :meth:`check_consistency` accepts that.
+        """
+        kf = self.add_keyframe(KeyFrame(-1, frame_index, timestamp, T_c_w, features))
+        if starts_map:
+            self.origins.add(kf.id)
+        return kf
 
     @_locked
     def add_point(self, point: MapPoint) -> MapPoint:
@@ -284,6 +306,57 @@ class Map:
         kf.bad = True
         del self.keyframes[kf.id]
         return True
+
+    @_locked
+    def discard_keyframe(self, kf: KeyFrame | int) -> None:
+        """Undo the creation of a keyframe that local mapping never took (its queue was full or stopped).
+
+        Unlike :meth:`erase_keyframe` nothing of it is kept: the points created from it are erased,
+        its observations of older points are dropped (those points keep the observations they had
+        before, even if that is one), its covisibility edges and its spanning-tree link go, and no
+        pose is kept for it (no frame may have been recorded against it). A keyframe that already
+        has children cannot be discarded.
+        """
+        kf = self._kf(kf)
+        if kf.bad or self.keyframes.get(kf.id) is not kf:
+            raise ValueError(f"{kf!r} is not a good keyframe of this map")
+        if any(c in self.keyframes for c in kf.children):
+            raise ValueError(f"{kf!r} has children: local mapping has used it, erase it instead")
+        for k in list(kf.connections):
+            other = self.keyframes.get(k)
+            if other is not None:
+                other.erase_connection(kf.id)
+            kf.erase_connection(k)
+        rerefer = []
+        for i, pid in zip(*kf.matched()):
+            p = self.points.get(int(pid))
+            kf.point_ids[i] = -1
+            if p is None:
+                continue
+            if p.first_kf_id == kf.id:
+                self.erase_point(p)
+                continue
+            p.observations.pop(kf.id, None)
+            if p.ref_kf_id == kf.id:
+                p.ref_kf_id = next(iter(p.observations), -1)
+                rerefer.append(p.id)
+        if rerefer:
+            self.refresh_points(np.array(rerefer, np.int64))
+        parent = self.keyframes.get(kf.parent_id)
+        if parent is not None:
+            parent.children.discard(kf.id)
+        kf.parent_id = -1
+        kf.children.clear()
+        for k in kf.loop_edges:
+            if k in self.keyframes:
+                self.keyframes[k].loop_edges.discard(kf.id)
+        kf.bad = True
+        del self.keyframes[kf.id]
+        self.origins.discard(kf.id)
+        if kf.id == self.root_id:
+            self.root_id = min(self.origins) if self.origins else (min(self.keyframes) if self.keyframes else -1)
+            if self.root_id >= 0:
+                self.origins.add(self.root_id)
 
     def _set_parent(self, child: KeyFrame, parent_id: int) -> None:
         old = self.keyframes.get(child.parent_id)
@@ -564,9 +637,19 @@ class Map:
         }
 
     @_locked
-    def check_consistency(self) -> list[str]:
-        """Broken invariants, as messages (empty when the map is consistent); for tests and debugging."""
+    def check_consistency(self, spanning_tree: bool = True) -> list[str]:
+        """Broken invariants, as messages (empty when the map is consistent); for tests and debugging.
+
+        Points and keyframes agree on every observation, no point is observed by a keyframe missing
+        from the map, covisibility edges are mirrored with the same weight, parent and children agree,
+        no bad keyframe or point is kept, and the point arrays' valid rows are the map's points. With
+        ``spanning_tree`` (maps built by tracking and local mapping; not hand-made ones that never
+        ran :meth:`KeyFrame.update_connections`) every keyframe but the first of a map
+        (:attr:`origins`) has a parent.
+        """
         problems = []
+        if self.keyframes and self.root_id not in self.keyframes:
+            problems.append(f"root keyframe {self.root_id} is not in the map")
         for pid, p in self.points.items():
             if p.id != pid or p.bad:
                 problems.append(f"point {pid}: id {p.id} / bad {p.bad}")
@@ -587,6 +670,12 @@ class Map:
                 other = self.keyframes.get(o)
                 if other is None or other.connections.get(k) != w:
                     problems.append(f"keyframe {k}: covisibility edge to {o} (weight {w}) not mirrored")
+            if kf.bad or kf.id != k:
+                problems.append(f"keyframe {k}: id {kf.id} / bad {kf.bad}")
+            if k in kf.connections:
+                problems.append(f"keyframe {k}: covisibility edge to itself")
+            if spanning_tree and kf.parent_id < 0 and k not in self.origins:
+                problems.append(f"keyframe {k}: no parent, and it does not start a map")
             if kf.parent_id >= 0 and (kf.parent_id not in self.keyframes or k not in self.keyframes[kf.parent_id].children):
                 problems.append(f"keyframe {k}: parent {kf.parent_id} missing or does not list it as child")
             for c in kf.children:

@@ -369,6 +369,8 @@ def map_from_arrays(arrays: dict[str, np.ndarray], source: str | Path | None = N
         m.points[pid].observations[k] = i
 
     m.next_kf_id, m.next_point_id, m.root_id = next_kf, next_pt, root
+    # the file keeps no list of the maps' first keyframes: they are the ones without a parent
+    m.origins = {k for k, kf in m.keyframes.items() if kf.parent_id < 0}
     m.replaced = {int(a): int(b) for a, b in replaced.tolist()}
     m.erased_keyframes = {int(k): (int(p), e_T[i].copy()) for i, (k, p) in enumerate(zip(e_id.tolist(), e_parent.tolist()))}
     return m
