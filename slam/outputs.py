@@ -200,7 +200,7 @@ def save_run(out: Path, system: System, head: dict, n: int, skipped: list, times
                 "latency": stats(np.array(times.latency_ms)),
                 "tracking": stats(np.array(times.tracking_ms)),
                 "tracking_steps": {k: stats(np.array([r.timings_ms.get(k, np.nan) for r in system.results]))
-                                   for k in ("features", "motion", "local_map", "keyframe")},
+                                   for k in ("features", "motion", "local_map", "keyframe", "lock_wait")},
                 "local_mapping_per_keyframe": stats(np.array(system.mapper.timings_ms)),
                 "local_ba": stats(np.array(system.mapper.ba_ms)),
                 "local_mapping_steps": {k: stats(np.array(v)) for k, v in system.mapper.step_ms.items()},

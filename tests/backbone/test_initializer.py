@@ -46,7 +46,7 @@ def _initialise(T_c1_c2: np.ndarray, seed: int = 0):
     cfg = SlamConfig()
     m = Map(CAM, scale_factor=cfg.features.scale_factor, n_levels=cfg.features.n_levels)
     inserted = []
-    tracker = Tracker(CAM, "mono", m, cfg, insert_keyframe=inserted.append)
+    tracker = Tracker(CAM, "mono", m, cfg, insert_keyframe=lambda kf: inserted.append(kf) or True)  # accepted
     init = MonoInitializer(tracker)
     assert not init.add(_frame(0, X1, desc, rng))  # the first view only becomes the reference
     ok = init.add(_frame(1, X2, desc, rng))
