@@ -34,7 +34,8 @@ def commit_stamp() -> dict:
             return ""
 
     sha = git("rev-parse", "HEAD")
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    # results files a benchmark itself rewrites do not make the code dirty
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results"))
     return {"commit": sha[:12] or "unknown", "dirty": dirty, "subject": git("log", "-1", "--format=%s")[:100]}
 
 

@@ -24,7 +24,13 @@ keyframes, 20 s, as ``--realtime`` at the clip's 10 Hz in the same conditions
 keyframe almost every frame, 3x the wall time; lag 2 0.30-0.33 m with up to 4
 frames lost; no back-pressure (before) 0.29-0.99 m, up to 8 lost, 11-22 s. On
 the synthetic 600-frame RGB-D loop lag 1 gives 3.3-3.6 mm against 3.4 mm with
-``--sync-mapping`` (no back-pressure: 5.4 mm). Lag 1 is the default.
+``--sync-mapping`` (no back-pressure: 5.4 mm). Lag 1 is the monocular default.
+With depth (RGB-D, stereo) keyframes are rarer and cheap to map, and lag 1
+still let the keyframes fall differently from the deterministic run: on three
+renders of that loop (quiet 2 cores, benchmarks/backbone.py) lag 1 gave 3.5 /
+6.1 / 4.3 mm against 3.4 / 4.0 / 5.4 mm with ``--sync-mapping``, while lag 0
+gave 4.0 mm on the 6.1 mm render in 4 % more wall time (9.9 against 9.5 s). So
+RGB-D and stereo replay waits for each keyframe (lag 0) by default.
 Decoding and feature extraction of the next frames overlap
 mapping either way. Without back-pressure (``--realtime``, live cameras)
 tracking goes on while the mapper works, as it must at camera rate.
@@ -44,7 +50,13 @@ from slam.outputs import FrameTimes
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAPPING_LAG = 1  # frames tracked while the mapper works on the last keyframe (see above)
+DEFAULT_MAPPING_LAG = 1  # frames tracked while the mapper works on the last keyframe (see above): monocular
+DEFAULT_MAPPING_LAG_DEPTH = 0  # with depth (RGB-D, stereo): wait for each keyframe (see above)
+
+
+def default_mapping_lag(mode: str) -> int:
+    """The back-pressure lag a replay uses in ``mode`` unless told otherwise."""
+    return DEFAULT_MAPPING_LAG if mode.startswith("mono") else DEFAULT_MAPPING_LAG_DEPTH
 
 
 class StopRequest(threading.Event):

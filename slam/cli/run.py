@@ -49,9 +49,11 @@ from slam.outputs import PLOT, evaluate_run, prepare_out_dir, save_empty_run, sa
 from slam.replay import FramePipeline, PipelineItem
 from slam.runner import (
     DEFAULT_MAPPING_LAG,
+    DEFAULT_MAPPING_LAG_DEPTH,
     RunReport,
     Runner,
     StopRequest,
+    default_mapping_lag,
     describe_accounting,
     frame_accounting,
 )
@@ -82,9 +84,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="run local mapping in the tracking thread after each keyframe: repeatable results, not real time")
     p.add_argument("--plot", action="store_true",
                    help=f"also write {PLOT}: the trajectory against ground truth and its ATE (sequences with one)")
-    p.add_argument("--mapping-lag", type=int, default=DEFAULT_MAPPING_LAG, metavar="N",
+    p.add_argument("--mapping-lag", type=int, default=None, metavar="N",
                    help="replay (not --realtime): frames tracked while local mapping works on the last keyframe "
-                        f"before the replay waits for it (default {DEFAULT_MAPPING_LAG}; 0: as --sync-mapping)")
+                        f"before the replay waits for it (default {DEFAULT_MAPPING_LAG} monocular, "
+                        f"{DEFAULT_MAPPING_LAG_DEPTH} RGB-D and stereo; 0: as --sync-mapping)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     console.add_arguments(p)
     live = p.add_argument_group("live (instead of SEQUENCE)")
@@ -153,7 +156,8 @@ def _run(args: argparse.Namespace) -> dict:
         # Frames are decoded ahead and their features extracted one frame ahead, in other threads,
         # while this thread tracks (slam.replay).
         pipe = FramePipeline(seq, system.prepare, n, realtime=args.realtime, preload=args.preload)
-        runner = Runner(system, stop=stop, back_pressure=not args.realtime, mapping_lag=args.mapping_lag)
+        lag = default_mapping_lag(mode) if args.mapping_lag is None else args.mapping_lag
+        runner = Runner(system, stop=stop, back_pressure=not args.realtime, mapping_lag=lag)
         runner.on_result = _show(bar, system, runner)
         signals.graceful = True
         log.info("replaying %d frames%s; Ctrl-C stops and saves what was tracked", n,

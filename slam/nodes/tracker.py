@@ -68,7 +68,7 @@ from slam.outputs import FrameTimes, evaluate_run, save_run, write_summary
 from slam.backbone.system import System, warm_up_kernels
 from slam.backbone.frontend.tracking import FrameResult
 from slam.replay import PipelineItem
-from slam.runner import RunReport, Runner, StopRequest, describe_accounting, frame_accounting
+from slam.runner import RunReport, Runner, StopRequest, default_mapping_lag, describe_accounting, frame_accounting
 
 log = logging.getLogger("slam.nodes.tracker")
 
@@ -256,7 +256,8 @@ def run(args: argparse.Namespace, spec: LaunchSpec, stop: StopRequest) -> dict:
         items = _bus_items(rx, credit, client)
         first = next(items, None)  # the receiver makes the system on the first frame
         if first is not None:
-            runner = Runner(rx.system, stop=stop, back_pressure=offline)
+            runner = Runner(rx.system, stop=stop, back_pressure=offline,
+                            mapping_lag=default_mapping_lag(rx.system.mode))
             runner.on_result = _Publish(pub, rx.system, client, spec.slam.frame_delay_s)
             runner.run(itertools.chain([first], items))
         if rx.end is not None and getattr(stop, "reason", None) is None:
