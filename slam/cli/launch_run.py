@@ -6,7 +6,8 @@ file enables them, a local inference server and the live viewer (rerun; a
 recording ``OUT/view.rrd`` unless it opens a window); it restarts those two
 if they die and stops everything in order on Ctrl-C, with the map and the
 trajectory saved. Outputs are those of in-process replay, in OUT; each
-process's log is in ``OUT/logs/``.
+process's log is in ``OUT/logs/``. The progress (frames tracked, state, rate)
+is read off the SLAM process's poses (:mod:`slam.cli.pose_progress`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from slam.cli.pose_progress import sequence_length, start_pose_progress
 from slam.errors import DataError
 from slam.runner import describe_accounting
 from slam.nodes.common import is_off_loopback
@@ -69,8 +71,12 @@ def viewer_recording(spec: LaunchSpec, out: Path) -> Path:
 
 
 def run_launch(launch: Path, sequence: Path | None, out: Path, log_level: str = "INFO",
-               max_frames: int | None = None, on_start: Callable[[Supervisor], None] | None = None) -> int:
-    """Run the graph; ``on_start(supervisor)`` is called once every process has started (tests use it)."""
+               max_frames: int | None = None, on_start: Callable[[Supervisor], None] | None = None,
+               progress: bool = True) -> int:
+    """Run the graph; ``on_start(supervisor)`` is called once every process has started (tests use it).
+
+    progress: a progress bar (plain lines off a terminal) of the frames the SLAM process tracked.
+    """
     spec = load_launch(launch)
     if spec.source.kind == "replay" and sequence is None:
         raise DataError(launch, "this launch file replays a sequence: slam-run --launch FILE SEQUENCE --out OUT")
@@ -85,12 +91,16 @@ def run_launch(launch: Path, sequence: Path | None, out: Path, log_level: str = 
         # a source that can read the SLAM process's credit ends only once its whole stream was taken
         sup = Supervisor(process_specs(spec, run_dir, out, sequence, log_level, max_frames), log_dir=out / "logs",
                          wait_main_after_source=not is_off_loopback(spec, "poses"))
+        total = sequence_length(sequence, max_frames) if progress else None
+        bar = start_pose_progress(spec, run_dir, total, enabled=progress)
         previous = {s: signal.signal(s, sup.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             code = sup.run(on_start)
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
+            if bar is not None:
+                bar.close()
     if code != 0:
         log.error("the process graph failed: %s (logs in %s)", sup.failed, out / "logs")
         return 1

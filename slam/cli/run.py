@@ -326,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         from slam.cli.launch_run import run_launch
 
         try:
-            return run_launch(args.launch, args.sequence, args.out, args.log_level, args.max_frames)
+            return run_launch(args.launch, args.sequence, args.out, args.log_level, args.max_frames,
+                              progress=not args.no_progress)
         except DataError as e:
             print(f"slam-run: error: {e}", file=sys.stderr)
             return 2
