@@ -29,6 +29,7 @@ from slam.datasets import data_root  # noqa: E402
 from slam.synth import generate, preset  # noqa: E402
 
 SEEDS = (0, 1, 2)  # synthetic loop600 renders (texture and noise seeds)
+SPEED_CASE = "synth_loop600 seed 0 (rgbd, frames in memory, arriving at 90 Hz)"
 
 
 def cases(synth: Path) -> list[dict]:
@@ -57,6 +58,10 @@ def cases(synth: Path) -> list[dict]:
                   args=["--preload"]))
     c.append(dict(name="synth_loop600 seed 0 (rgbd, frames in memory, 30 Hz camera rate)",
                   seq=synth / "loop600_s0", mode="rgbd", args=["--preload", "--realtime"]))
+    # frames arriving at 90 Hz (3x the recorded rate), faster than the target: the pose rate is what the system
+    # sustains as a camera feeds it (no replay back-pressure), its p95 the jitter
+    c.append(dict(name=SPEED_CASE, seq=synth / "loop600_s0", mode="rgbd",
+                  args=["--preload", "--realtime", "--speed", "3"]))
     return c
 
 
@@ -134,13 +139,14 @@ def targets(by_name: dict[str, dict]) -> list[list[str]]:
         rows.append(check("Synthetic RGB-D loop600, default replay ATE within 15 % of --sync-mapping, 3 seeds", ok,
                           "; ".join(f"seed {s}: {dm * 1e3:.2f} vs {ym * 1e3:.2f} mm ({(dm / ym - 1) * 100:+.0f} %)"
                                     for s, dm, ym in gaps)))
-    mem = runs("synth_loop600 seed 0 (rgbd, frames in memory)")
+    mem = runs(SPEED_CASE)
     if mem:
         sm = summarise(mem)
         fps, p95 = sm["fps_median"]["median"], sm["interval_ms_p95"]["median"]
-        rows.append(check("RGB-D 640x480 frames in memory, mapping on: >= 60 frames/s median", fps >= 60,
-                          f"{fmt(sm['fps_median'], 0)} frames/s"))
-        rows.append(check("... and pose interval p95 <= 25 ms", p95 <= 25, f"{fmt(sm['interval_ms_p95'], 1)} ms"))
+        rows.append(check("RGB-D 640x480 frames in memory (arriving at 90 Hz), mapping on: >= 60 frames/s median",
+                          fps >= 60, f"{fmt(sm['fps_median'], 0)} frames/s"))
+        rows.append(check("... and pose interval p95 <= 25 ms", p95 <= 25,
+                          f"{fmt(sm['interval_ms_p95'], 1)} ms (latency p95 {fmt(sm['latency_ms_p95'], 0)} ms)"))
     png = runs("synth_loop600 seed 0 (rgbd, PNG replay)")
     if png:
         sm = summarise(png)
@@ -159,6 +165,9 @@ LEGEND = """Columns (milliseconds; 2 cores shared by every thread of the process
 * **tracking**: the tracking step alone (features already extracted by the pipeline's feature thread).
 * **mapping per KF (BA)**: the local-mapping thread per keyframe, and its local bundle adjustment.
 * *PNG replay* decodes the PNGs during the run; *frames in memory* (`--preload`) decodes them first.
+* *frames in memory* as fast as possible still waits for local mapping after each RGB-D keyframe (replay
+  back-pressure), so its p95 is that wait; *arriving at 90 Hz* (`--realtime --speed 3`) feeds frames faster than
+  the target rate without back-pressure: its rate is what the system sustains as a camera feeds it.
 * *sync-mapping* runs local mapping inside the tracking thread after every keyframe (deterministic).
 """
 

@@ -15,7 +15,8 @@ Three stages overlap (OpenCV's decoding and ORB release the GIL):
 * the caller's thread tracks.
 
 With ``realtime`` a frame "arrives" at its recorded time (relative to the
-first frame) and its features are extracted only then, as with a live camera,
+first frame; ``realtime=2.0``: twice as fast as recorded) and its features
+are extracted only then, as with a live camera,
 so ``latency_ms`` (arrival to the caller receiving the prepared frame, plus
 whatever the caller adds) is what a live user would see. Without it, frames
 arrive as fast as the stages allow.
@@ -50,9 +51,14 @@ class PipelineItem:
 
 
 class FramePipeline:
-    def __init__(self, seq, prepare: Callable[[Frame], Any], n: int, realtime: bool = False,
+    def __init__(self, seq, prepare: Callable[[Frame], Any], n: int, realtime: bool | float = False,
                  readers: int = 2, lookahead: int = 4, preload: bool = False):
-        self.seq, self.prepare, self.n, self.realtime = seq, prepare, int(n), realtime
+        self.seq, self.prepare, self.n = seq, prepare, int(n)
+        # realtime: frames arrive at their recorded times; a number plays the recording that many times faster
+        self.realtime = bool(realtime)
+        self.speed = 1.0 if isinstance(realtime, bool) else float(realtime)
+        if self.speed <= 0:
+            raise ValueError(f"replay speed must be positive, got {self.speed}")
         self.preload = preload
         self.lookahead = max(int(lookahead), 1)
         if getattr(seq, "sequential", False):
@@ -123,7 +129,7 @@ class FramePipeline:
         if self._clock is None:
             self._clock = (t_frame, time.perf_counter())
             return self._clock[1]
-        due = self._clock[1] + (t_frame - self._clock[0])
+        due = self._clock[1] + (t_frame - self._clock[0]) / self.speed
         delay = due - time.perf_counter()
         if delay > 0:
             time.sleep(delay)

@@ -79,6 +79,16 @@ def test_realtime_frames_arrive_at_their_recorded_times():
     assert np.all(started - arrivals < 0.025)  # and promptly
 
 
+@pytest.mark.parametrize("speed", [2.0, 0.5])
+def test_realtime_speed_scales_the_schedule(speed):
+    seq = FakeSequence(8, dt=0.03)
+    with FramePipeline(seq, lambda f: None, len(seq), realtime=speed) as pipe:
+        arrivals = np.array([it.t_arrival for it in pipe])
+    np.testing.assert_allclose(np.diff(arrivals), 0.03 / speed, atol=1e-9)
+    with pytest.raises(ValueError, match="positive"):
+        FramePipeline(seq, lambda f: None, len(seq), realtime=0.0)
+
+
 def test_an_unexpected_reader_error_reaches_the_caller():
     class Broken(FakeSequence):
         def __getitem__(self, i):

@@ -88,6 +88,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="replay (not --realtime): frames tracked while local mapping works on the last keyframe "
                         f"before the replay waits for it (default {DEFAULT_MAPPING_LAG} monocular, "
                         f"{DEFAULT_MAPPING_LAG_DEPTH} RGB-D and stereo; 0: as --sync-mapping)")
+    p.add_argument("--speed", type=float, default=1.0, metavar="X",
+                   help="with --realtime: deliver frames X times faster than recorded (2: a 30 Hz recording at 60 Hz)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     console.add_arguments(p)
     live = p.add_argument_group("live (instead of SEQUENCE)")
@@ -155,7 +157,8 @@ def _run(args: argparse.Namespace) -> dict:
         bar = _progress(args, n)
         # Frames are decoded ahead and their features extracted one frame ahead, in other threads,
         # while this thread tracks (slam.replay).
-        pipe = FramePipeline(seq, system.prepare, n, realtime=args.realtime, preload=args.preload)
+        pipe = FramePipeline(seq, system.prepare, n, realtime=args.speed if args.realtime else False,
+                             preload=args.preload)
         lag = default_mapping_lag(mode) if args.mapping_lag is None else args.mapping_lag
         runner = Runner(system, stop=stop, back_pressure=not args.realtime, mapping_lag=lag)
         runner.on_result = _show(bar, system, runner)
@@ -187,6 +190,7 @@ def _run(args: argparse.Namespace) -> dict:
         summary["stop_reason"] = report.stop_reason
         summary["frame_accounting"] = frame_accounting(system, report, n)
         summary["replay"] = {"back_pressure": runner.back_pressure, "mapping_lag": runner.mapping_lag,
+                             "realtime_speed": args.speed if args.realtime else None,
                              "mapping_wait_s": report.mapping_wait_s}
         summary["evaluation"] = evaluate_run(seq, traj, mode, plot=args.out / PLOT if args.plot else None)
         write_summary(args.out, summary)
