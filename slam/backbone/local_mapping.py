@@ -28,6 +28,7 @@ from collections import deque
 import numpy as np
 
 from slam.backbone.config import SlamConfig
+from slam.geometry.chi2 import CHI2_2DOF_95, CHI2_3DOF_95
 from slam.geometry import inv_pose
 from slam.geometry.triangulation import triangulate_dlt
 from slam.backbone.optim.local_ba import local_bundle_adjustment
@@ -43,6 +44,7 @@ class LocalMapper:
                  disp_inv_sigma2: float | None = None):
         self.map = slam_map
         self.camera = camera
+        self.ideal_camera = camera.undistorted()  # the pinhole model of undistorted keypoints (uv_und)
         self.K = camera.K
         self.mono = mode.startswith("mono")
         self.cfg = cfg.mapping
@@ -259,19 +261,18 @@ class LocalMapper:
         ratios = []
         for kf, idx in ((kf1, i1), (kf2, i2)):
             Pc = X @ kf.T_c_w[:3, :3].T + kf.T_c_w[:3, 3]
-            z = Pc[:, 2]
-            ok &= z > 0
-            zs = np.where(z > 0, z, 1.0)
-            u = self.camera.fx * Pc[:, 0] / zs + self.camera.cx
-            v = self.camera.fy * Pc[:, 1] / zs + self.camera.cy
+            uv, in_front = self.ideal_camera.project(Pc)  # keypoints are compared undistorted (uv_und)
+            ok &= in_front
+            zs = np.where(in_front, Pc[:, 2], 1.0)
+            u = uv[:, 0]
             f = kf.features
-            e2 = (u - f.uv_und[idx, 0]) ** 2 + (v - f.uv_und[idx, 1]) ** 2
+            e2 = np.sum((uv - f.uv_und[idx]) ** 2, axis=1)
             s2 = self.ex.level_sigma2[f.octave[idx]]
             stereo = f.u_right[idx] >= 0
             if self.bf > 0:
                 ur = u - self.bf / zs
                 e2 = np.where(stereo, e2 + (ur - f.u_right[idx]) ** 2, e2)
-            ok &= e2 < np.where(stereo, 7.8, 5.991) * s2
+            ok &= e2 < np.where(stereo, CHI2_3DOF_95, CHI2_2DOF_95) * s2
             dist = np.linalg.norm(X - kf.center, axis=1)
             ratios.append((dist, self.ex.scale_factors[f.octave[idx]]))
         (d1, s1), (d2, s2_) = ratios

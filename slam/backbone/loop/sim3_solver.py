@@ -30,12 +30,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from slam.geometry.chi2 import CHI2_2DOF_99
 from slam.geometry.align import umeyama
 from slam.geometry.se3 import make_pose, sim3_exp, sim3_inverse, sim3_scale
 
 log = logging.getLogger(__name__)
 
-CHI2_2DOF = 9.21  # chi2 inverse CDF, 2 dof, 99 %: RANSAC inlier gate (ORB-SLAM's Sim3Solver)
+CHI2_2DOF = CHI2_2DOF_99  # chi2 inverse CDF, 2 dof, 99 %: RANSAC inlier gate (ORB-SLAM's Sim3Solver)
 CHI2_REFINE = 10.0  # Huber threshold and outlier gate of the refinement (ORB-SLAM's OptimizeSim3)
 _MIN_DEPTH = 1e-6  # points at or behind a camera do not project
 

@@ -26,13 +26,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from slam.geometry.chi2 import CHI2_2DOF_95, CHI2_3DOF_95
 from slam.geometry.se3 import normalize_pose
 from slam.backbone.optim.pose_kernel import exp_left, pose_system
 
 log = logging.getLogger(__name__)
 
-CHI2_MONO = 5.991  # chi-square 95% quantile, 2 dof
-CHI2_STEREO = 7.815  # chi-square 95% quantile, 3 dof
+CHI2_MONO = CHI2_2DOF_95  # chi-square 95% quantile, 2 dof (slam.geometry.chi2)
+CHI2_STEREO = CHI2_3DOF_95  # chi-square 95% quantile, 3 dof
 _MIN_ACTIVE = 3  # fewer active observations cannot fix 6 dof
 
 
