@@ -34,8 +34,8 @@ def commit_stamp() -> dict:
             return ""
 
     sha = git("rev-parse", "HEAD")
-    # results files a benchmark itself rewrites do not make the code dirty
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results"))
+    # uncommitted changes to code (not to docs or to the results files a benchmark itself rewrites)
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", "*.py", "*.yaml", "scripts/*"))
     return {"commit": sha[:12] or "unknown", "dirty": dirty, "subject": git("log", "-1", "--format=%s")[:100]}
 
 
