@@ -45,11 +45,33 @@ class TrackingConfig:
     mono_init_min_matches: int = 100
     mono_init_min_parallax_deg: float = 1.0
     mono_init_min_points: int = 50
+    min_inliers_motion: int = 10  # inliers after optimising on the last frame's / reference keyframe's matches
+    ref_min_points: int = 10  # reference keyframe: map points it needs for descriptor matching
+    ref_match_ratio: float = 0.7  # ... nearest / second-nearest descriptor distance ratio
+    ref_min_matches: int = 15  # ... matches needed before optimising
+    local_radius_frontal: float = 2.5  # local-map search window factor when the point is seen head-on (ORB-SLAM)
+    local_radius_oblique: float = 4.0  # ... otherwise (view cosine <= 0.998)
+    local_covisibles_per_kf: int = 10  # best covisible keyframes of each local keyframe added to the local map
+    kf_weak_tracking_ratio: float = 0.25  # stereo/RGB-D keyframe when tracked < this share of the reference KF's
+    kf_min_tracked: int = 15  # a keyframe needs more tracked points than this
+    kf_close_tracked_max: int = 100  # stereo/RGB-D: "needs close points" when fewer close points are tracked ...
+    kf_close_untracked_min: int = 70  # ... and more than this many close keypoints are untracked (ORB-SLAM)
 
 
 @dataclass
 class MappingConfig:
-    covisible_triangulation: int = 10  # neighbours used to triangulate new points (20 for mono)
+    covisible_triangulation: int = 10  # neighbours used to triangulate new points (stereo/RGB-D)
+    covisible_triangulation_mono: int = 20  # ... monocular
+    covisible_fuse: int = 10  # neighbours whose points are fused with a new keyframe's (stereo/RGB-D)
+    covisible_fuse_mono: int = 20  # ... monocular
+    fuse_radius_px: float = 3.0  # search window of fusion (x scale factor of the point's level)
+    fuse_max_hamming: int = 50  # descriptor distance accepted by fusion
+    min_baseline_depth_ratio_mono: float = 0.01  # monocular triangulation: baseline / median depth at least this
+    max_parallax_cos: float = 0.9998  # new points need rays less parallel than this (about 1.1 deg)
+    scale_consistency_factor: float = 1.5  # new points: distance ratio within this x the level ratio (x scale factor)
+    cull_min_obs: int = 3  # recent points seen by fewer keyframes after 2 keyframes are culled (stereo/RGB-D)
+    cull_min_obs_mono: int = 2  # ... monocular
+    cull_keyframe_min_obs: int = 3  # keyframe culling: a point is redundant when this many others see it
     local_ba_covisible: int = 8  # keyframes optimised by local BA besides the new one (bounded window)
     local_ba_fixed_max: int = 10  # fixed border keyframes in local BA
     local_ba_backend: str = "native"  # "native" (compiled Schur-complement LM, slam.backbone.optim.ba_kernel) or "g2o": same optimum

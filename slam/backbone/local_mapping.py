@@ -48,6 +48,8 @@ class LocalMapper:
         self.K = camera.K
         self.mono = mode.startswith("mono")
         self.cfg = cfg.mapping
+        # "close" points (reliable depth) for keyframe culling: as tracking's close_depth_factor
+        self.close_depth = cfg.tracking.close_depth_factor * bf / camera.fx
         self.ex = extractor
         self.bf = bf
         self.disp_inv_sigma2 = disp_inv_sigma2  # RGB-D: information of the depth (u_right) term
@@ -185,7 +187,7 @@ class LocalMapper:
             kf.update_connections(self.map)
 
     def _cull_points(self, kf: KeyFrame) -> None:
-        min_obs = 2 if self.mono else 3
+        min_obs = self.cfg.cull_min_obs_mono if self.mono else self.cfg.cull_min_obs
         keep = []
         for chunk in _chunks(self.recent_points):
             with self.map.lock:
@@ -205,7 +207,7 @@ class LocalMapper:
         self.recent_points = keep
 
     def _triangulate(self, kf: KeyFrame) -> None:
-        n = 20 if self.mono else self.cfg.covisible_triangulation
+        n = self.cfg.covisible_triangulation_mono if self.mono else self.cfg.covisible_triangulation
         with self.map.lock:
             neighbours = [self.map.keyframes[i] for i in kf.covisibles(n) if i in self.map.keyframes]
         fx, fy, cx, cy = self.camera.fx, self.camera.fy, self.camera.cx, self.camera.cy
@@ -222,7 +224,7 @@ class LocalMapper:
                     continue
             else:
                 depths = self._median_depth(nb)
-                if depths <= 0 or baseline / depths < 0.01:
+                if depths <= 0 or baseline / depths < self.cfg.min_baseline_depth_ratio_mono:
                     continue
             T_c1_w, T_c2_w = kf.T_c_w, nb.T_c_w
             free1 = np.nonzero(kf.point_ids < 0)[0]
@@ -279,16 +281,16 @@ class LocalMapper:
         ok &= (d1 > 0) & (d2 > 0)
         ratio_dist = d2 / np.maximum(d1, 1e-12)
         ratio_oct = s1 / s2_
-        fac = 1.5 * self.ex.scale_factor
+        fac = self.cfg.scale_consistency_factor * self.ex.scale_factor
         ok &= (ratio_dist * fac >= ratio_oct) & (ratio_dist <= ratio_oct * fac)
         r1, r2 = X - kf1.center, X - kf2.center
         cos = np.einsum("ij,ij->i", r1, r2) / np.maximum(np.linalg.norm(r1, axis=1) * np.linalg.norm(r2, axis=1), 1e-12)
-        ok &= cos < 0.9998
+        ok &= cos < self.cfg.max_parallax_cos
         return ok
 
     def _fuse(self, kf: KeyFrame) -> None:
         """Project the points of neighbours into ``kf``: add observations or merge duplicates."""
-        n = 20 if self.mono else 10
+        n = self.cfg.covisible_fuse_mono if self.mono else self.cfg.covisible_fuse
         m = self.map
         with m.lock:
             nbs = [m.keyframes[i] for i in kf.covisibles(n) if i in m.keyframes]
@@ -299,8 +301,9 @@ class LocalMapper:
         desc = ps.descriptors
         proj = project_visible(kf.T_c_w, ps.positions, ps.normals, ps.min_dist, ps.max_dist, self.K,
                                self.camera.width, self.camera.height, self.bf, self.ex.scale_factor, self.ex.n_levels)
-        radius = 3.0 * self.ex.scale_factors[proj.level]
-        p_i, k_i = match_by_projection(kf.features, proj.uv, desc[proj.idx], radius, proj.level, max_dist=50,
+        radius = self.cfg.fuse_radius_px * self.ex.scale_factors[proj.level]
+        p_i, k_i = match_by_projection(kf.features, proj.uv, desc[proj.idx], radius, proj.level,
+                                       max_dist=self.cfg.fuse_max_hamming,
                                        ratio=1.0, proj_ur=proj.u_right if self.bf > 0 else None)
         pairs = np.column_stack([p_i, k_i])
         for chunk in _chunks(pairs, CHUNK // 4):  # a fusion refreshes its point: dearer than the others
@@ -377,7 +380,7 @@ class LocalMapper:
         for chunk in _chunks(res.point_ids[ok]):
             self.map.refresh_points(chunk, descriptors=False)
 
-    def _cull_keyframes(self, kf: KeyFrame, th_obs: int = 3) -> None:
+    def _cull_keyframes(self, kf: KeyFrame, th_obs: int | None = None) -> None:
         """Erase covisible keyframes whose points are mostly seen by 3+ other keyframes at the same or a finer scale.
 
         ORB-SLAM's KeyFrameCulling: a point of keyframe K at octave L counts as
@@ -405,7 +408,8 @@ class LocalMapper:
             f = m.keyframes.get(k)
             octave[sel] = f.features.octave[okp[sel]] if f is not None else np.iinfo(np.int64).max
         alive = np.ones(len(row), bool)
-        close_depth = 40 * self.bf / self.camera.fx
+        close_depth = self.close_depth
+        th_obs = self.cfg.cull_keyframe_min_obs if th_obs is None else th_obs
         for c in cands:
             if self._new_keyframe_waiting():
                 return  # a new keyframe waits: culling can happen later

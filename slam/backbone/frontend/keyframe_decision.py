@@ -10,7 +10,7 @@ keyframe that local mapping cannot take is never made (ORB-SLAM consults
 * c1c: stereo/RGB-D only: tracking is weak (under a quarter of the reference
   keyframe's points) or needs close points (few close points tracked, many untracked);
 * c2: fewer points than ``ratio`` x the reference keyframe's are tracked (or close
-  points are needed), and more than 15 (a frame tracking so few is not worth keeping).
+  points are needed), and more than ``kf_min_tracked`` (a frame tracking so few is not worth keeping).
 
 A keyframe is needed when ``(c1a or c1b or c1c) and c2`` and local mapping accepts keyframes.
 """
@@ -21,11 +21,6 @@ from dataclasses import dataclass
 
 from slam.backbone.config import TrackingConfig
 
-# ORB-SLAM's thresholds on close points (stereo/RGB-D): "tracked < 100 and untracked > 70"
-CLOSE_TRACKED_MAX = 100
-CLOSE_UNTRACKED_MIN = 70
-WEAK_TRACKING_RATIO = 0.25  # c1c: tracked below this share of the reference keyframe's points
-MIN_TRACKED = 15  # c2: a keyframe needs more tracked points than this
 
 
 @dataclass(frozen=True)
@@ -65,12 +60,14 @@ class KeyframeDecision:
 
 def decide_keyframe(ev: KeyframeEvidence, tc: TrackingConfig) -> KeyframeDecision:
     """ORB-SLAM's NeedNewKeyFrame on ``ev`` with the thresholds of ``tc``; see the module docstring."""
-    need_close = (not ev.mono) and ev.n_close_tracked < CLOSE_TRACKED_MAX and ev.n_close_untracked > CLOSE_UNTRACKED_MIN
+    # ORB-SLAM's thresholds on close points (stereo/RGB-D): "tracked < 100 and untracked > 70"
+    need_close = ((not ev.mono) and ev.n_close_tracked < tc.kf_close_tracked_max
+                  and ev.n_close_untracked > tc.kf_close_untracked_min)
     ratio = tc.kf_tracked_ratio_mono if ev.mono else tc.kf_tracked_ratio
     c1a = ev.frames_since_kf >= tc.kf_max_frames
     c1b = ev.frames_since_kf >= tc.kf_min_frames and ev.mapper_idle
-    c1c = (not ev.mono) and (ev.n_tracked < WEAK_TRACKING_RATIO * ev.ref_tracked or need_close)
-    c2 = (ev.n_tracked < ratio * ev.ref_tracked or need_close) and ev.n_tracked > MIN_TRACKED
+    c1c = (not ev.mono) and (ev.n_tracked < tc.kf_weak_tracking_ratio * ev.ref_tracked or need_close)
+    c2 = (ev.n_tracked < ratio * ev.ref_tracked or need_close) and ev.n_tracked > tc.kf_min_tracked
     return KeyframeDecision(c1a, c1b, c1c, c2, ev.mapper_accepts)
 
 

@@ -244,7 +244,8 @@ class Tracker:
             if n < self.tc.min_matches_motion:
                 cur.point_ids[:] = -1
                 n = self._match_last_frame(cur, 2 * self.tc.motion_radius_px)
-            if n >= self.tc.min_matches_motion and self._optimize(cur, self.tc.motion_opt_rounds) >= 10:
+            if (n >= self.tc.min_matches_motion
+                    and self._optimize(cur, self.tc.motion_opt_rounds) >= self.tc.min_inliers_motion):
                 return True
         # Reference keyframe: descriptor matching against its map points.
         cur.T_c_w = last.T_c_w.copy()
@@ -252,14 +253,14 @@ class Tracker:
         kf = self.ref_kf
         kf_ids = kf.point_ids
         has = np.nonzero(kf_ids >= 0)[0]
-        if len(has) < 10:
+        if len(has) < self.tc.ref_min_points:
             return False
-        i_kf, i_cur = match_descriptors(kf.features.desc[has], cur.features.desc, ratio=0.7)
+        i_kf, i_cur = match_descriptors(kf.features.desc[has], cur.features.desc, ratio=self.tc.ref_match_ratio)
         cur.point_ids[i_cur] = kf_ids[has[i_kf]]
         self._drop_bad_points(cur)
-        if len(cur.matched()) < 15:
+        if len(cur.matched()) < self.tc.ref_min_matches:
             return False
-        return self._optimize(cur, self.tc.motion_opt_rounds) >= 10
+        return self._optimize(cur, self.tc.motion_opt_rounds) >= self.tc.min_inliers_motion
 
     def _match_last_frame(self, cur: TrackedFrame, radius: float) -> int:
         last = self.last
@@ -295,7 +296,8 @@ class Tracker:
                                self.camera.width, self.camera.height, self.bf, self.extractor.scale_factor,
                                self.extractor.n_levels)
         m.count_visible(pids[proj.idx])
-        radius = np.where(proj.view_cos > 0.998, 2.5, 4.0) * self.tc.local_radius_px / 3.0
+        radius = np.where(proj.view_cos > 0.998, self.tc.local_radius_frontal, self.tc.local_radius_oblique)
+        radius = radius * self.tc.local_radius_px / 3.0
         radius = radius * self.extractor.scale_factors[proj.level]
         taken = cur.point_ids >= 0
         p_i, k_i = match_by_projection(cur.features, proj.uv, desc[proj.idx], radius, proj.level,
@@ -407,7 +409,7 @@ class Tracker:
         for k in list(chosen):
             if len(seen) >= self.tc.max_local_keyframes:
                 break
-            for c in self.map.keyframes[k].covisibles(10):
+            for c in self.map.keyframes[k].covisibles(self.tc.local_covisibles_per_kf):
                 if c not in seen and len(seen) < self.tc.max_local_keyframes:
                     seen.add(c)
                     chosen.append(c)
