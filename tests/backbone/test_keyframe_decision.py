@@ -76,3 +76,16 @@ def test_a_mapper_that_does_not_accept_gets_no_keyframe(trigger):
     d = decide_keyframe(ev(mapper_accepts=False, **trigger), TC)
     assert d.wanted and not d.insert
     assert not need_new_keyframe(ev(mapper_accepts=False, **trigger), TC)
+
+
+def test_thresholds_come_from_the_config():
+    """The close-point, weak-tracking and minimum-tracked thresholds are TrackingConfig settings, not constants."""
+    weak = ev(n_tracked=100)  # 20 % of the reference keyframe's points: c1c at the default 0.25
+    assert decide_keyframe(weak, TC).c1c
+    assert not decide_keyframe(weak, dataclasses.replace(TC, kf_weak_tracking_ratio=0.1)).c1c
+    few = ev(n_tracked=20, mapper_idle=True)
+    assert decide_keyframe(few, TC).insert  # more than the default 15 tracked
+    assert not decide_keyframe(few, dataclasses.replace(TC, kf_min_tracked=25)).c2
+    short = ev(n_close_tracked=90, n_close_untracked=80)  # ORB-SLAM's "< 100 tracked and > 70 untracked"
+    assert decide_keyframe(short, TC).c1c
+    assert not decide_keyframe(short, dataclasses.replace(TC, kf_close_untracked_min=85)).c1c
