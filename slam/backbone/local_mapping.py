@@ -299,8 +299,8 @@ class LocalMapper:
                 return
             pts = [m.points[int(i)] for i in ps.ids]
         desc = ps.descriptors
-        proj = project_visible(kf.T_c_w, ps.positions, ps.normals, ps.min_dist, ps.max_dist, self.K,
-                               self.camera.width, self.camera.height, self.bf, self.ex.scale_factor, self.ex.n_levels)
+        proj = project_visible(kf.T_c_w, ps.positions, ps.normals, ps.min_dist, ps.max_dist, self.ideal_camera,
+                               self.bf, self.ex.scale_factor, self.ex.n_levels)
         radius = self.cfg.fuse_radius_px * self.ex.scale_factors[proj.level]
         p_i, k_i = match_by_projection(kf.features, proj.uv, desc[proj.idx], radius, proj.level,
                                        max_dist=self.cfg.fuse_max_hamming,

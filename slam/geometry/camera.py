@@ -92,6 +92,8 @@ class PinholeCamera:
         """Apply the distortion to (N, 2) normalised image coordinates ``(x/z, y/z)``."""
         if self.is_fisheye:
             return self._distort_equidistant(np.asarray(xn, dtype=np.float64))
+        if not self.has_distortion:  # a plain pinhole (e.g. the model of undistorted keypoints)
+            return np.asarray(xn, dtype=np.float64)
         k1, k2, p1, p2, k3 = self.dist
         x, y = xn[..., 0], xn[..., 1]
         r2 = x * x + y * y

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from slam.geometry.camera import PinholeCamera
+
 
 @dataclass
 class Projection:
@@ -27,9 +29,7 @@ def project_visible(
     normals: np.ndarray | None,
     min_dist: np.ndarray | None,
     max_dist: np.ndarray | None,
-    K: np.ndarray,
-    width: int,
-    height: int,
+    camera: PinholeCamera,
     bf: float,
     scale_factor: float,
     n_levels: int,
@@ -37,17 +37,16 @@ def project_visible(
 ) -> Projection:
     """Points of ``positions`` (M, 3, world) visible from ``T_c_w``, with predicted pixel and level.
 
+    ``camera`` is the pinhole model of the undistorted keypoints (``PinholeCamera.undistorted()``).
     ``normals``, ``min_dist`` and ``max_dist`` may be None (no viewing-angle or
     scale test: used for the points of the last frame in the motion model).
     """
     P = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
     Pc = P @ T_c_w[:3, :3].T + T_c_w[:3, 3]
-    z = Pc[:, 2]
-    ok = z > 1e-6
-    zs = np.where(ok, z, 1.0)
-    u = K[0, 0] * Pc[:, 0] / zs + K[0, 2]
-    v = K[1, 1] * Pc[:, 1] / zs + K[1, 2]
-    ok &= (u >= 0) & (u <= width - 1) & (v >= 0) & (v <= height - 1)
+    uv, ok = camera.project(Pc)
+    zs = np.where(ok, Pc[:, 2], 1.0)
+    u, v = uv[:, 0], uv[:, 1]
+    ok &= (u >= 0) & (u <= camera.width - 1) & (v >= 0) & (v <= camera.height - 1)
     center = -T_c_w[:3, :3].T @ T_c_w[:3, 3]
     ray = P - center
     dist = np.linalg.norm(ray, axis=1)

@@ -99,6 +99,7 @@ class Tracker:
                  stereo: StereoRig | None = None, insert_keyframe=None, mapper_idle=lambda: True,
                  rgbd_virtual_baseline: float = 0.08, mapper_accepts=lambda: True):
         self.camera = camera
+        self.ideal_camera = camera.undistorted()  # the pinhole model of undistorted keypoints (uv_und)
         self.K = camera.K
         self.mode = mode.replace("-inertial", "")
         self.mono = self.mode == "mono"
@@ -270,8 +271,8 @@ class Tracker:
         idx, pts = idx[good], pts[good]
         if len(idx) == 0:
             return 0
-        proj = project_visible(cur.T_c_w, pts, None, None, None, self.K, self.camera.width, self.camera.height,
-                               self.bf, self.extractor.scale_factor, self.extractor.n_levels)
+        proj = project_visible(cur.T_c_w, pts, None, None, None, self.ideal_camera, self.bf,
+                               self.extractor.scale_factor, self.extractor.n_levels)
         src = idx[proj.idx]
         scale = self.extractor.scale_factors[last.features.octave[src]]
         p_i, k_i = match_by_projection(
@@ -292,9 +293,8 @@ class Tracker:
         if pts is None:
             return len(cur.matched()) >= self.tc.min_inliers
         pids, desc = pts.ids, pts.descriptors
-        proj = project_visible(cur.T_c_w, pts.positions, pts.normals, pts.min_dist, pts.max_dist, self.K,
-                               self.camera.width, self.camera.height, self.bf, self.extractor.scale_factor,
-                               self.extractor.n_levels)
+        proj = project_visible(cur.T_c_w, pts.positions, pts.normals, pts.min_dist, pts.max_dist, self.ideal_camera,
+                               self.bf, self.extractor.scale_factor, self.extractor.n_levels)
         m.count_visible(pids[proj.idx])
         radius = np.where(proj.view_cos > 0.998, self.tc.local_radius_frontal, self.tc.local_radius_oblique)
         radius = radius * self.tc.local_radius_px / 3.0
@@ -481,8 +481,7 @@ class Tracker:
         """World points of keypoints ``idx`` from their depth (metres) at the frame's pose."""
         f = cur.features
         z = f.depth[idx]
-        Pc = np.column_stack([(f.uv_und[idx, 0] - self.camera.cx) / self.camera.fx * z,
-                              (f.uv_und[idx, 1] - self.camera.cy) / self.camera.fy * z, z])
+        Pc = self.ideal_camera.unproject(f.uv_und[idx], z)
         T_w_c = inv_pose(cur.T_c_w)
         return Pc @ T_w_c[:3, :3].T + T_w_c[:3, 3]
 
