@@ -14,6 +14,19 @@ import numpy as np
 from slam.errors import DataError
 
 
+def read_text(path: str | Path) -> str:
+    """The whole text of ``path``; a missing, unreadable or binary file is a :class:`DataError` naming it."""
+    path = Path(path)
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise DataError(path, "file is missing") from None
+    except OSError as e:
+        raise DataError(path, f"cannot read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise DataError(path, "not a text file") from None
+
+
 def read_rows(path: str | Path, min_cols: int, max_cols: int | None = None) -> tuple[list[list[str]], list[int]]:
     """Fields of every non-blank, non-``#`` line (split on commas and/or whitespace) and their line numbers.
 
@@ -22,14 +35,7 @@ def read_rows(path: str | Path, min_cols: int, max_cols: int | None = None) -> t
     """
     path = Path(path)
     max_cols = min_cols if max_cols is None else max_cols
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise DataError(path, "file is missing") from None
-    except OSError as e:
-        raise DataError(path, f"cannot read: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise DataError(path, "not a text file") from None
+    text = read_text(path)
     rows: list[list[str]] = []
     lines: list[int] = []
     for n, line in enumerate(text.splitlines(), start=1):

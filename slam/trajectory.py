@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from slam.errors import DataError
-from slam.textio import check_increasing, column_floats, read_rows  # noqa: F401 (check_increasing re-exported)
+from slam.textio import check_increasing, column_floats, read_rows, read_text  # noqa: F401 (check_increasing re-exported)
 from slam.geometry.se3 import inv_pose, make_pose
 from slam.geometry.so3 import quat_to_rot, rot_to_quat, so3_exp, so3_log
 
@@ -187,14 +187,7 @@ def detect_format(path: str | Path) -> str:
 
     Raises :class:`DataError` naming the line when it has another count or the file holds no data line.
     """
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        raise DataError(path, "file is missing") from None
-    except OSError as e:
-        raise DataError(path, f"cannot read: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise DataError(path, "not a text file") from None
+    text = read_text(path)
     for n, line in enumerate(text.splitlines(), start=1):
         s = line.strip()
         if not s or s.startswith("#"):
