@@ -374,25 +374,23 @@ class SerialImu:
         else:
             log.debug("IMU %s: line %d: %s%s", self.name, st.lines, reason, text)
 
+    def _suspect(self, run: list, s: ImuSample, arrival: float) -> None:
+        """Hold a sample whose stamp does not follow on; a run of CLOCK_RESET_RUN increasing ones is a clock reset."""
+        if run and s.t_ns <= run[-1].t_ns:
+            run.clear()
+        run.append(s)
+        if len(run) >= CLOCK_RESET_RUN:
+            self._clock_reset(run, arrival)
+
     def _sample(self, s: ImuSample, arrival: float) -> None:
         st = self._stats
         if self._last_t_ns is not None and s.t_ns <= self._last_t_ns:
             st.out_of_order += 1
-            run = self._back_run
-            if run and s.t_ns <= run[-1].t_ns:
-                run.clear()
-            run.append(s)
-            if len(run) >= CLOCK_RESET_RUN:
-                self._clock_reset(run, arrival)
+            self._suspect(self._back_run, s, arrival)
             return
         self._back_run.clear()
         if self._is_jump(s, arrival):
-            run = self._jump_run
-            if run and s.t_ns <= run[-1].t_ns:
-                run.clear()
-            run.append(s)
-            if len(run) >= CLOCK_RESET_RUN:
-                self._clock_reset(run, arrival)
+            self._suspect(self._jump_run, s, arrival)
             return
         if self._jump_run:  # the clock goes on where it was: those stamps were bogus
             st.time_jumps += len(self._jump_run)

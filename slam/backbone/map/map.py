@@ -30,7 +30,6 @@ from __future__ import annotations
 import functools
 import logging
 import weakref
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -300,12 +299,16 @@ class Map:
             kf.T_c_parent = kf.T_c_w @ parent.T_w_c
             self.erased_keyframes[kf.id] = (parent.id, kf.T_c_parent)
         kf.children.clear()
+        self._remove_keyframe(kf)
+        return True
+
+    def _remove_keyframe(self, kf: KeyFrame) -> None:
+        """The last step of erasing or discarding: loop edges to it go, it is marked bad and leaves the map."""
         for k in kf.loop_edges:
             if k in self.keyframes:
                 self.keyframes[k].loop_edges.discard(kf.id)
         kf.bad = True
         del self.keyframes[kf.id]
-        return True
 
     @_locked
     def discard_keyframe(self, kf: KeyFrame | int) -> None:
@@ -347,11 +350,7 @@ class Map:
             parent.children.discard(kf.id)
         kf.parent_id = -1
         kf.children.clear()
-        for k in kf.loop_edges:
-            if k in self.keyframes:
-                self.keyframes[k].loop_edges.discard(kf.id)
-        kf.bad = True
-        del self.keyframes[kf.id]
+        self._remove_keyframe(kf)
         self.origins.discard(kf.id)
         if kf.id == self.root_id:
             self.root_id = min(self.origins) if self.origins else (min(self.keyframes) if self.keyframes else -1)
