@@ -344,6 +344,8 @@ def assert_maps_equal(a: Map, b: Map) -> None:
         for name in ("uv", "uv_und", "octave", "angle", "desc", "depth", "u_right"):
             fa, fb = getattr(ka.features, name), getattr(kb.features, name)
             assert fa.dtype == fb.dtype and np.array_equal(fa, fb), name
+        assert (ka.thumbnail is None) == (kb.thumbnail is None)
+        assert ka.thumbnail is None or np.array_equal(ka.thumbnail, kb.thumbnail)
     assert sorted(a.points) == sorted(b.points)
     for pid, pa in a.points.items():
         pb = b.points[pid]
@@ -372,6 +374,21 @@ def test_save_load_round_trip_is_exact(tmp_path):
     assert p.id == m.next_point_id
     np.testing.assert_array_equal(m2.keyframe_pose(3), m.keyframe_pose(3))
     assert m2.keyframes[2].tracked_points(2) == m.keyframes[2].tracked_points(2)
+
+
+def test_thumbnails_round_trip(tmp_path):
+    m = rich_map()
+    rng = np.random.default_rng(9)
+    for k in (0, 2, 5):  # keyframes 1 and 4 have none
+        m.keyframes[k].thumbnail = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    save_map(m, tmp_path / "map.npz")
+    with np.load(tmp_path / "map.npz", allow_pickle=False) as z:
+        assert z["kf_thumbnail"].shape == (5, 120, 160, 3) and z["kf_has_thumbnail"].tolist() == [1, 0, 1, 0, 1]
+    assert_maps_equal(m, load_map(tmp_path / "map.npz"))
+    a = map_to_arrays(m)
+    rewrite(tmp_path / "map.npz", kf_thumbnail=a["kf_thumbnail"][:, :60].copy())
+    with pytest.raises(DataError, match="kf_thumbnail"):
+        load_map(tmp_path / "map.npz")
 
 
 def test_empty_map_round_trip(tmp_path):

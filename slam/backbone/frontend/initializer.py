@@ -88,8 +88,9 @@ class MonoInitializer:
         X_w = X_c1 @ T_w_c1[:3, :3].T + T_w_c1[:3, 3]
         m = tr.map
         with m.lock:
-            kf1 = m.new_keyframe(ref.index, ref.timestamp, ref.T_c_w, ref.features, starts_map=True)
-            kf2 = m.new_keyframe(cur.index, cur.timestamp, cur.T_c_w, cur.features)
+            kf1 = m.new_keyframe(ref.index, ref.timestamp, ref.T_c_w, ref.features, starts_map=True,
+                                 thumbnail=ref.thumbnail())
+            kf2 = m.new_keyframe(cur.index, cur.timestamp, cur.T_c_w, cur.features, thumbnail=cur.thumbnail())
             for X, a, b in zip(X_w, i1, i2):
                 p = m.new_point(X, kf1, int(a))
                 m.associate(kf2, int(b), p)

@@ -41,6 +41,7 @@ from slam.backbone.frontend.keyframe_decision import KeyframeEvidence, decide_ke
 from slam.backbone.frontend.stereo import match_stereo
 from slam.geometry import PinholeCamera, inv_pose, normalize_pose, se3_exp, se3_log
 from slam.backbone.frontend.local_map import gather_points, project_visible
+from slam.backbone.loop.place import thumbnail
 from slam.backbone.map.map import KeyFrame, Map
 from slam.backbone.frontend.matching import match_by_projection, match_descriptors, rotation_consistency
 from slam.backbone.optim.pose import optimize_pose
@@ -67,6 +68,10 @@ class TrackedFrame:
     outlier: np.ndarray  # (N,) bool
     image_gray: np.ndarray | None = None
     prepare_ms: float = 0.0  # time spent extracting the features
+    image: np.ndarray | None = None  # the frame's image (a reference, not a copy): a keyframe's thumbnail
+
+    def thumbnail(self) -> np.ndarray | None:
+        return None if self.image is None else thumbnail(self.image)
 
     def matched(self) -> np.ndarray:
         return np.nonzero((self.point_ids >= 0) & ~self.outlier)[0]
@@ -207,7 +212,7 @@ class Tracker:
                          scale_factor=self.extractor.scale_factor)
         n = len(feats)
         return TrackedFrame(frame.index, frame.timestamp, feats, None, np.full(n, -1, np.int64),
-                            np.zeros(n, bool), gray if self.mono else None, _ms(t0))
+                            np.zeros(n, bool), gray if self.mono else None, _ms(t0), frame.image)
 
     def _initialize(self, cur: TrackedFrame, frame: Frame) -> bool:
         if self.mono:
@@ -226,7 +231,8 @@ class Tracker:
             return False
         cur.T_c_w = inv_pose(self.T_w_c_prior)
         with self.map.lock:
-            kf = self.map.new_keyframe(cur.index, cur.timestamp, cur.T_c_w, cur.features, starts_map=True)
+            kf = self.map.new_keyframe(cur.index, cur.timestamp, cur.T_c_w, cur.features, starts_map=True,
+                                       thumbnail=cur.thumbnail())
             idx = np.nonzero(has_depth)[0]
             cur.point_ids[idx] = self.map.new_points(self._backproject(cur, idx), kf, idx)
             kf.update_connections(self.map)
@@ -359,7 +365,7 @@ class Tracker:
     def _create_keyframe(self, cur: TrackedFrame) -> KeyFrame:
         """The frame as a keyframe in the map, with its tracked points and (stereo/RGB-D) new close points."""
         with self.map.lock:
-            kf = self.map.new_keyframe(cur.index, cur.timestamp, cur.T_c_w, cur.features)
+            kf = self.map.new_keyframe(cur.index, cur.timestamp, cur.T_c_w, cur.features, thumbnail=cur.thumbnail())
             for i in cur.matched():
                 p = self.map.points.get(int(cur.point_ids[i]))
                 if p is not None and not p.bad:

@@ -58,6 +58,9 @@ class KeyFrame:
         self.bad = False
         self.T_c_parent: np.ndarray | None = None  # pose relative to the parent, set when erased
         self._map: weakref.ref | None = None  # set by Map.add_keyframe
+        # the frame's image, small (120 x 160 x 3 uint8 RGB, slam.backbone.loop.place.thumbnail), for learned
+        # place recognition and pose regression; None when the frame had no image or the map file none
+        self.thumbnail: np.ndarray | None = None
 
     def __repr__(self) -> str:
         state = " bad" if self.bad else ""

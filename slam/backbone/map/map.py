@@ -130,13 +130,15 @@ class Map:
 
     @_locked
     def new_keyframe(self, frame_index: int, timestamp: float, T_c_w: np.ndarray, features: Features,
-                     starts_map: bool = False) -> KeyFrame:
+                     starts_map: bool = False, thumbnail: np.ndarray | None = None) -> KeyFrame:
         """Create and insert a keyframe with no map points yet (arguments in :class:`KeyFrame` order).
 
         ``starts_map``: the keyframe begins a new map (tracking initialised again after it was lost):
         it has no parent in the spanning tree, and :meth:`check_consistency` accepts that.
+        ``thumbnail``: the frame's small image (:func:`slam.backbone.loop.place.thumbnail`), or None.
         """
         kf = self.add_keyframe(KeyFrame(-1, frame_index, timestamp, T_c_w, features))
+        kf.thumbnail = thumbnail
         if starts_map:
             self.origins.add(kf.id)
         return kf

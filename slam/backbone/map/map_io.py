@@ -11,6 +11,9 @@ Layout (``K`` keyframes, ``F`` keypoints over all keyframes, ``P`` points, ``O``
   pt_ref_kf, pt_first_kf``; ``observations (O,3)``: rows ``(point id, kf id, keypoint index)``
   in each point's observation order. Keyframes' ``point_ids`` are rebuilt from them.
 * ``replaced (R,2)``: fused point -> survivor; ``erased_kf_id, erased_parent, erased_T_c_p``.
+* optional, when any keyframe has its image: ``kf_thumbnail (K,120,160,3) uint8`` RGB and
+  ``kf_has_thumbnail (K,) bool`` (rows of keyframes without one are zeros), for the learned models
+  trained on a map's keyframes (``slam-train posenet --map``) and learned place recognition.
 
 Writing goes to a temporary file in the same folder, fsync'd, then renamed over
 the target, so a crash mid-save leaves the previous file intact.
@@ -39,6 +42,7 @@ from slam.geometry.camera import PinholeCamera
 from slam.backbone.map.keyframe import KeyFrame
 from slam.backbone.map.map import Map
 from slam.backbone.map.mappoint import DESCRIPTOR_BYTES, MapPoint
+from slam.backbone.loop.place import THUMBNAIL_WH
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +54,11 @@ MAX_POINT_IDS = 1 << 24  # next_point_id: point arrays are indexed by id, 113 by
 MAX_KEYFRAME_IDS = 1 << 24  # next_kf_id (bounds the erased-keyframe records)
 MAX_META_BYTES = 1 << 20  # the JSON header
 NPY_HEADER_BYTES = 1 << 16  # room for a member's own .npy header
-MAX_MEMBERS = 256  # zip entries (the format has 29)
+MAX_MEMBERS = 256  # zip entries (the format has 29, 31 with thumbnails)
 MAX_EXPANSION = 16  # members may decompress to this many times the file's size (numpy's deflate: ~1.5x) ...
 MIN_EXPANSION_BYTES = 64 << 20  # ... or to this many bytes, whichever is more
+
+_THUMB_SHAPE = (THUMBNAIL_WH[1], THUMBNAIL_WH[0], 3)
 
 # Features field -> (dtype, trailing shape)
 _FEATURE_FIELDS = {
@@ -102,6 +108,11 @@ def map_to_arrays(m: Map) -> dict[str, np.ndarray]:
             [(p.id, k, i) for p in pts for k, i in p.observations.items()], dtype=np.int64
         ).reshape(-1, 3)
         a["replaced"] = np.array(sorted(m.replaced.items()), dtype=np.int64).reshape(-1, 2)
+        if any(kf.thumbnail is not None for kf in kfs):
+            has = np.array([kf.thumbnail is not None for kf in kfs])
+            a["kf_has_thumbnail"] = has
+            a["kf_thumbnail"] = np.stack([kf.thumbnail if kf.thumbnail is not None
+                                          else np.zeros(_THUMB_SHAPE, np.uint8) for kf in kfs])
         erased = sorted(m.erased_keyframes.items())
         a["erased_kf_id"] = np.array([k for k, _ in erased], dtype=np.int64)
         a["erased_parent"] = np.array([v[0] for _, v in erased], dtype=np.int64)
@@ -173,7 +184,7 @@ def _member_rows(meta: dict, path: Path) -> dict[str, int]:
                               f"{next_pt} / {next_kf}")
     rows = {"kf_id": K, "kf_frame_index": K, "kf_timestamp": K, "kf_T_c_w": K, "kf_parent": K, "kf_offsets": K + 1,
             "covisibility": K * max(K - 1, 0), "loop_edges": K * max(K - 1, 0), "observations": O,
-            "replaced": next_pt, "erased_kf_id": next_kf, "erased_parent": next_kf, "erased_T_c_p": next_kf}
+            "kf_thumbnail": K, "kf_has_thumbnail": K, "replaced": next_pt, "erased_kf_id": next_kf, "erased_parent": next_kf, "erased_T_c_p": next_kf}
     rows.update({"feat_" + name: F for name in _FEATURE_FIELDS})
     rows.update({name: P for name in ("pt_id", "pt_position", "pt_normal", "pt_descriptor", "pt_distance",
                                       "pt_counts", "pt_ref_kf", "pt_first_kf")})
@@ -184,7 +195,7 @@ def _member_rows(meta: dict, path: Path) -> dict[str, int]:
 _ROW_BYTES = {"kf_id": 8, "kf_frame_index": 8, "kf_timestamp": 8, "kf_T_c_w": 128, "kf_parent": 8, "kf_offsets": 8,
               "covisibility": 24, "loop_edges": 16, "observations": 24, "replaced": 16, "erased_kf_id": 8,
               "erased_parent": 8, "erased_T_c_p": 128, "pt_id": 8, "pt_position": 24, "pt_normal": 24,
-              "pt_descriptor": DESCRIPTOR_BYTES, "pt_distance": 16, "pt_counts": 16, "pt_ref_kf": 8, "pt_first_kf": 8,
+              "kf_thumbnail": int(np.prod(_THUMB_SHAPE)), "kf_has_thumbnail": 1, "pt_descriptor": DESCRIPTOR_BYTES, "pt_distance": 16, "pt_counts": 16, "pt_ref_kf": 8, "pt_first_kf": 8,
               **{"feat_" + n: np.dtype(d).itemsize * int(np.prod(t, dtype=np.int64))
                  for n, (d, t) in _FEATURE_FIELDS.items()}}
 
@@ -319,6 +330,10 @@ def map_from_arrays(arrays: dict[str, np.ndarray], source: str | Path | None = N
     e_id = r.get("erased_kf_id", np.int64)
     e_parent = r.get("erased_parent", np.int64, n=e_id.shape[0])
     e_T = r.get("erased_T_c_p", np.float64, (4, 4), n=e_id.shape[0])
+    thumbs = has_thumb = None
+    if "kf_thumbnail" in r.arrays or "kf_has_thumbnail" in r.arrays:
+        thumbs = r.get("kf_thumbnail", np.uint8, _THUMB_SHAPE, n=K)
+        has_thumb = r.get("kf_has_thumbnail", np.bool_, n=K)
 
     # references between the arrays
     r.need(np.unique(kf_id).shape[0] == K and (K == 0 or kf_id.min() >= 0), "keyframe ids are not unique non-negative")
@@ -349,6 +364,8 @@ def map_from_arrays(arrays: dict[str, np.ndarray], source: str | Path | None = N
         f = Features(**{name: feats[name][s:e].copy() for name in _FEATURE_FIELDS})
         kf = KeyFrame(int(kf_id[row]), int(kf_frame[row]), float(kf_ts[row]), kf_T[row], f, point_of_kp[s:e].copy())
         kf.parent_id = int(kf_parent[row])
+        if has_thumb is not None and has_thumb[row]:
+            kf.thumbnail = thumbs[row].copy()
         m.add_keyframe(kf)
     for kf in m.keyframes.values():
         if kf.parent_id >= 0:
