@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,7 @@ import numpy as np
 from slam.backbone.config import SlamConfig
 from slam.geometry import PinholeCamera, inv_pose
 from slam.backbone.local_mapping import LocalMapper
+from slam.backbone.loop.place import PlaceDescriber
 from slam.backbone.map.map import Map
 from slam.records import Frame, StereoRig
 from slam.backbone.frontend.tracking import FrameResult, State, Tracker
@@ -94,8 +96,10 @@ def warm_up_kernels() -> None:
 
 class System:
     def __init__(self, camera: PinholeCamera, mode: str, cfg: SlamConfig | None = None,
-                 stereo: StereoRig | None = None, threaded: bool = True):
+                 stereo: StereoRig | None = None, threaded: bool = True,
+                 place_describer: Callable[[], PlaceDescriber] | None = None):
         self.cfg = cfg or SlamConfig()
+        self.place_describer_factory = place_describer  # loop closing and relocalisation each call it for their own
         self.mode = mode
         self.camera = camera
         self.map = Map(camera, scale_factor=self.cfg.features.scale_factor, n_levels=self.cfg.features.n_levels)

@@ -10,6 +10,14 @@ camera) and, optionally, a serial IMU (:mod:`slam.sensors`; the line protocol is
 in :mod:`slam.sensors.imu_protocol`). It stops at the end of a video, on Ctrl-C
 or SIGTERM, or when the camera stalls or disappears, and saves the same files.
 
+Place recognition (loop closing, relocalisation): ``--place auto`` (default) uses
+NetVLAD when a checkpoint (``--place-checkpoint CKPT``, else
+``nets/checkpoints/netvlad.pt`` if present) or a server (``--infer ENDPOINT``, a
+running ``slam-infer``) is configured, else ORB-VLAD; ``--place orb-vlad`` or
+``netvlad`` forces one. NetVLAD runs in-process by default (the same server
+code on an ``inproc://`` endpoint: :mod:`slam.inference`). The log and
+``summary.json`` (``place_recognition``) say which describer and why.
+
 Writes ``trajectory.txt`` (TUM, camera-to-world, every tracked frame),
 ``keyframes.txt``, ``map.npz`` (the map save file) and ``summary.json``
 (frames, keyframes, map points, lost frames, per-thread timing, ATE/RPE when
@@ -45,6 +53,7 @@ from slam.cli import console
 from slam.cli.untracked import why_untracked
 from slam.errors import DataError
 from slam.backbone.system import System
+from slam.inference.place import IN_PROCESS, PLACES, PlaceSettings, make_place_describer
 from slam.outputs import PLOT, evaluate_run, prepare_out_dir, save_empty_run, save_run, write_summary
 from slam.replay import FramePipeline, PipelineItem
 from slam.runner import (
@@ -91,6 +100,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--speed", type=float, default=1.0, metavar="X",
                    help="with --realtime: deliver frames X times faster than recorded (2: a 30 Hz recording at 60 Hz)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    place = p.add_argument_group("place recognition (loop closing, relocalisation)")
+    place.add_argument("--place", choices=PLACES, default="auto",
+                       help="auto (default): NetVLAD when a checkpoint or --infer server is configured, else ORB-VLAD")
+    place.add_argument("--place-checkpoint", type=Path, metavar="CKPT",
+                       help="NetVLAD checkpoint (with its CKPT.json sidecar) for in-process inference "
+                            "(default: nets/checkpoints/netvlad.pt when it exists)")
+    place.add_argument("--infer", default=IN_PROCESS, metavar="ENDPOINT|in-process",
+                       help="where NetVLAD runs: in-process (default) or the endpoint of a running slam-infer, "
+                            "e.g. ipc:///tmp/slam/infer")
     console.add_arguments(p)
     live = p.add_argument_group("live (instead of SEQUENCE)")
     live.add_argument("--camera", metavar="DEVICE_OR_VIDEO",
@@ -112,6 +130,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.launch is not None:
         if args.camera is not None:
             p.error("--camera goes in the launch file (processes.source.camera), not with --launch")
+        if args.place != "auto" or args.place_checkpoint is not None or args.infer != IN_PROCESS:
+            p.error("--place, --place-checkpoint and --infer go in the launch file (processes.slam.place, "
+                    "place_checkpoint; the inference endpoint), not with --launch")
         return args
     if (args.sequence is None) == (args.camera is None):
         p.error("give either a SEQUENCE to replay or --camera DEVICE_OR_VIDEO for a live run")
@@ -151,8 +172,10 @@ def _run(args: argparse.Namespace) -> dict:
     seq.use_streams(mode)
     n = len(seq) if args.max_frames is None else min(len(seq), args.max_frames)
     stop = StopRequest()
+    place = make_place_describer(place_settings(args))
     with StopOnSignal(stop) as signals:  # a signal once tracking runs: stop, save what was tracked
-        system = System(seq.camera, mode, cfg, stereo=seq.stereo, threaded=not args.sync_mapping)
+        system = System(seq.camera, mode, cfg, stereo=seq.stereo, threaded=not args.sync_mapping,
+                        place_describer=place)
         wall0 = time.perf_counter()
         bar = _progress(args, n)
         # Frames are decoded ahead and their features extracted one frame ahead, in other threads,
@@ -185,7 +208,8 @@ def _run(args: argparse.Namespace) -> dict:
             report.stop_reason = "end of sequence" if n == len(seq) else f"--max-frames {args.max_frames}"
         if report.processed + len(report.skipped) < n:
             log.info("replay stopped: %s; saving what was tracked", report.stop_reason)
-        head = {"sequence": str(args.sequence), "reader": type(seq).__name__, "mode": mode, "failure": failure}
+        head = {"sequence": str(args.sequence), "reader": type(seq).__name__, "mode": mode, "failure": failure,
+                "place_recognition": place.describe()}
         summary, traj = save_run(args.out, system, head, n, report.skipped, runner.times, wall)
         summary["stop_reason"] = report.stop_reason
         summary["frame_accounting"] = frame_accounting(system, report, n)
@@ -195,6 +219,13 @@ def _run(args: argparse.Namespace) -> dict:
         summary["evaluation"] = evaluate_run(seq, traj, mode, plot=args.out / PLOT if args.plot else None)
         write_summary(args.out, summary)
     return summary
+
+
+def place_settings(args: argparse.Namespace) -> PlaceSettings:
+    """The place-recognition settings of the command line."""
+    return PlaceSettings(place=args.place, infer=args.infer,
+                         checkpoint=None if args.place_checkpoint is None else str(args.place_checkpoint),
+                         server_serves_netvlad=True if args.infer != IN_PROCESS else None)  # --infer: the user says so
 
 
 def _progress(args: argparse.Namespace, total: int | None) -> console.Progress:
@@ -262,6 +293,7 @@ def _run_live(args: argparse.Namespace) -> dict:
         log.warning("mode %s: the IMU is not fused yet (visual-inertial comes later); tracking visually, "
                     "IMU samples attached to frames and counted", mode)
     console.log_config(log, "config", cfg.to_dict())  # also in summary.json
+    place = make_place_describer(place_settings(args))
     system, runner, stop = None, None, StopRequest()
     wall0 = time.perf_counter()
     bar = _progress(args, args.max_frames)
@@ -270,7 +302,8 @@ def _run_live(args: argparse.Namespace) -> dict:
         try:
             source.start()
             if source.fault is None:
-                system = System(source.camera.camera, mode, cfg, threaded=not args.sync_mapping)
+                system = System(source.camera.camera, mode, cfg, threaded=not args.sync_mapping,
+                                place_describer=place)
                 runner = Runner(system, stop=stop, max_frames=args.max_frames)
                 runner.on_result = _show(bar, system, runner)
                 runner.times.t_last = time.perf_counter()
@@ -292,7 +325,7 @@ def _run_live(args: argparse.Namespace) -> dict:
     sensor_stats = source.stats()
     del sensor_stats["end_reason"]
     live = {"stop_reason": stop_reason, **sensor_stats}
-    head = {"sequence": str(args.camera), "reader": "LiveCamera", "mode": mode}
+    head = {"sequence": str(args.camera), "reader": "LiveCamera", "mode": mode, "place_recognition": place.describe()}
     wall = time.perf_counter() - wall0
     if system is None:  # no first frame: nothing to track, still say what happened
         return save_empty_run(args.out, head, live, wall)

@@ -13,9 +13,16 @@ A launch file describes one process graph::
       clients: ~/.config/slam/keys/allowed/        # who may connect to frames/poses bound off loopback
     processes:
       source: {kind: replay, realtime: true}          # or kind: camera, camera: /dev/video0, imu: serial
-      slam: {mode: rgbd, config: null, set: []}
+      slam: {mode: rgbd, config: null, set: [], place: auto, place_checkpoint: null}
       inference: {enabled: true, device: auto, config: null, restart: true}
       viewer: {enabled: false, record: null, spawn: false}   # live view (rerun): see slam.nodes.viewer
+
+Place recognition (``slam.place``): NetVLAD runs in the SLAM process when
+``place_checkpoint`` is given; otherwise it is asked of the inference server
+(``endpoints.inference``): with ``place: auto`` when the local server's
+``config`` names a NetVLAD model with a checkpoint, always with ``place:
+netvlad`` (e.g. a server on another host). Otherwise ORB-VLAD, and the log
+says why.
 
 ``{run}`` is replaced by a fresh per-run folder (ipc sockets live there), so
 two runs never share sockets. Endpoints choose the deployment: ``ipc://`` on
@@ -65,6 +72,8 @@ class SlamSpec:
     set: list[str] = field(default_factory=list)  # SECTION.KEY=VALUE overrides
     sync_mapping: bool = False  # local mapping in the tracking thread (repeatable, slower): slam-run --sync-mapping
     frame_delay_s: float = 0.0  # sleep this long after each frame, as a slower machine would (tests, benchmarks)
+    place: str = "auto"  # place recognition: auto, orb-vlad, netvlad (slam.inference.place)
+    place_checkpoint: str | None = None  # NetVLAD in the SLAM process from this checkpoint (else: the inference server)
 
 
 @dataclass

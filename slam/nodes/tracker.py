@@ -61,6 +61,7 @@ from slam.backbone.config import SlamConfig
 from slam.errors import DataError
 from slam.nodes.launch import LaunchSpec, load_launch
 from slam.backbone.map.map import Map
+from slam.inference.place import IN_PROCESS, PlaceDescriberFactory, PlaceSettings, make_place_describer
 from slam.nodes.common import bus_curve_server, inference_curve_client, setup_logging
 from slam.nodes.lifeline import watch_parent
 from slam.nodes.source import END_OF_STREAM
@@ -96,6 +97,8 @@ class _Receiver(threading.Thread):
 
     def __init__(self, spec: LaunchSpec, run_dir: Path, mode: str | None, stop: threading.Event):
         super().__init__(name="bus-receiver", daemon=True)
+        self.run_dir = run_dir
+        self.place: PlaceDescriberFactory | None = None
         # a deep queue rides out a slow keyframe without drops when the source sends without credit (live)
         self.sub = Subscriber(None, spec.endpoint("frames", run_dir), topics=[topics.FRAMES], hwm=FRAMES_HWM)
         self.spec, self.mode, self.stop = spec, mode, stop
@@ -117,7 +120,8 @@ class _Receiver(threading.Thread):
         if mode.startswith("stereo") and (rig is None or frame.right is None):
             raise DataError(self.spec.path, f"slam mode {mode}, but the frames carry no right image and stereo rig")
         log.info("first frame %d (%dx%d): mode %s", frame.index, frame.camera.width, frame.camera.height, mode)
-        return System(frame.camera, mode, cfg, stereo=rig, threaded=not s.sync_mapping)
+        self.place = make_place_describer(place_settings(self.spec, self.run_dir))
+        return System(frame.camera, mode, cfg, stereo=rig, threaded=not s.sync_mapping, place_describer=self.place)
 
     def run(self) -> None:
         try:
@@ -155,6 +159,35 @@ class _Receiver(threading.Thread):
         finally:
             self.ready.set()
             self.items.put(None)
+
+
+def place_settings(spec: LaunchSpec, run_dir: Path) -> PlaceSettings:
+    """Place recognition as the launch file sets it: in-process from ``slam.place_checkpoint``, else from the
+    inference endpoint (``auto``: when the local server's config names a NetVLAD model with a checkpoint)."""
+    s = spec.slam
+    settings = PlaceSettings(place=s.place, checkpoint=s.place_checkpoint, deadline_s=spec.inference.deadline_s,
+                             heartbeat_s=spec.inference.heartbeat_s)
+    if s.place_checkpoint or "inference" not in spec.endpoints:
+        settings.infer = IN_PROCESS
+        return settings
+    settings.infer = spec.endpoint("inference", run_dir)
+    settings.curve = inference_curve_client(spec)
+    if spec.inference.enabled:
+        settings.server_serves_netvlad = _serves_netvlad(spec.inference.config)
+    return settings
+
+
+def _serves_netvlad(config: str | None) -> bool:
+    """Whether the slam-infer models config at ``config`` names a NetVLAD model with a checkpoint."""
+    if not config:
+        return False
+    import yaml
+
+    try:
+        models = (yaml.safe_load(Path(config).read_text()) or {}).get("models") or []
+    except (OSError, yaml.YAMLError, AttributeError):
+        return False  # slam-infer itself says what is wrong with it
+    return any(isinstance(m, dict) and m.get("model") == "netvlad" and m.get("checkpoint") for m in models)
 
 
 def tracked_features(system: System, res: FrameResult) -> TrackedFeatures | None:
@@ -290,7 +323,7 @@ def run(args: argparse.Namespace, spec: LaunchSpec, stop: StopRequest) -> dict:
     if acc["dropped_by_bus"] or acc["not_processed"]:
         log.warning("%s", describe_accounting(acc))
     head = {"sequence": str(args.sequence or spec.source.camera or ""), "reader": "bus", "mode": rx.system.mode,
-            "launch": str(spec.path)}
+            "launch": str(spec.path), "place_recognition": rx.place.describe() if rx.place is not None else None}
     times = runner.times if runner is not None else FrameTimes()
     summary, traj = save_run(args.out, rx.system, head, frames, report.skipped, times, time.perf_counter() - wall0)
     summary["stop_reason"] = stop_reason
