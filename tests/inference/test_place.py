@@ -22,33 +22,12 @@ from slam.inference.client import InferenceClient
 from slam.inference.local import LocalInferenceServer
 from slam.inference.place import NetVladDescriber, PlaceSettings, make_place_describer
 
-TINY_DIM = 32 * 8  # tiny NetVLAD: 32 channels x 8 clusters
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    """An untrained tiny NetVLAD saved as the harness saves checkpoints (weights + sidecar): plumbing only."""
-    import torch
-
-    from nets.models.netvlad import NetVLAD
-    from nets.train.checkpoint import save_checkpoint
-
-    torch.manual_seed(0)
-    model = NetVLAD(NetVLAD.conf_for_size("tiny"))
-    path = tmp_path_factory.mktemp("ckpt") / "netvlad_tiny.pt"
-    save_checkpoint(path, model.net.state_dict(), {"model": "netvlad", "architecture": model.architecture(),
-                                                   "conf": model.conf, "input_size": list(model.input_size)})
-    return path
+from tests.inference.conftest import TINY_DIM, textured
 
 
 def _thumbnails(n: int) -> list[np.ndarray]:
-    """Textured 120x160 RGB thumbnails, each different (smooth blobs, so resizing matters)."""
-    rng = np.random.default_rng(7)
-    out = []
-    for _ in range(n):
-        small = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
-        out.append(np.kron(small, np.ones((10, 10, 1), np.uint8)))
-    return out
+    """Finely textured 120x160 RGB thumbnails, each different (resizing them to 64x48 changes the pixels)."""
+    return [textured(100 + i) for i in range(n)]
 
 
 def _collect(describer, keys: set, timeout_s: float = 10.0, want=lambda a: True) -> dict:
