@@ -18,7 +18,9 @@ answered by ``nets.server``'s service in a thread of this process
 
 Weights do not change the time: without ``--checkpoint`` an untrained network
 of ``--size`` is saved with its sidecar to a temporary folder and served. The
-CPU threads torch uses are left as they are (both paths alike).
+server runs torch on one CPU thread (``OMP_NUM_THREADS=1``), as the in-process
+server does by default (``LocalInferenceServer(cpu_threads=1)``: the other
+core stays with tracking and local mapping).
 """
 
 from __future__ import annotations
@@ -121,7 +123,8 @@ def start_server(checkpoint: Path, folder: Path) -> tuple[subprocess.Popen, str]
     cfg.write_text(json.dumps({"models": [{"model": "netvlad", "checkpoint": str(checkpoint), "conf": conf}]}))
     endpoint = f"ipc://{folder}/infer"
     proc = subprocess.Popen([sys.executable, "-m", "nets.server", "--bind", endpoint, "--device", "cpu",
-                             "--config", str(cfg), "--log-level", "WARNING"])
+                             "--config", str(cfg), "--log-level", "WARNING"],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # one torch thread, as in-process
     return proc, endpoint
 
 
@@ -165,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     md = md_header("NetVLAD descriptors through the inference client: in-process vs slam-infer over ipc", m,
                    args.repeat)
     md += (f"\nNetwork: NetVLAD {arch['image_width']}x{arch['image_height']} input, channels {arch['channels']}, "
-           f"{arch['clusters']} clusters ({m['checkpoint']}), CPU, torch {torch.get_num_threads()} threads. "
+           f"{arch['clusters']} clusters ({m['checkpoint']}), CPU, torch on 1 thread in both processes. "
            f"Thumbnails: 160x120 RGB, {args.thumbnails} per run (random pixels, seed = run). Latency: submit "
            "to the poll that returns the descriptor, one at a time (median of the run, then median over runs); "
            f"burst: {args.burst} submitted together, time to the last answer / {args.burst}. "

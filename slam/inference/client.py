@@ -190,16 +190,3 @@ class InferenceClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def wait_until_heard(client: InferenceClient, timeout_s: float, poll_s: float = 0.02) -> bool:
-    """Poll ``client`` until its server has answered a heartbeat (True) or ``timeout_s`` passed (False).
-
-    Blocks: for start-up (a tool, a test, a benchmark), never inside the tracking loop.
-    """
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        client.poll()
-        if client.rpc.server_info is not None and not client.rpc.down:
-            return True
-        time.sleep(poll_s)
-    return False

@@ -48,18 +48,24 @@ class LocalInferenceServer:
     """The models of ``config`` (a ``slam-infer`` models config: ``{"models": [{model, checkpoint, conf}]}``)
     answering on an ``inproc://`` endpoint while at least one client holds it (:meth:`acquire`).
 
+    ``cpu_threads``: the most CPU threads torch may use in this process (None: torch's default, every core).
     The models load here, at once: a bad config or a checkpoint made for another architecture is a
     :class:`~slam.errors.DataError` naming the file before the run starts. The serving thread starts with the
     first :meth:`acquire` and stops after the last :meth:`release`.
     """
 
     def __init__(self, config: dict[str, Any], device: str = "cpu", source: str = "in-process models",
-                 max_batch: int = 8):
+                 max_batch: int = 8, cpu_threads: int | None = 1):
+        import torch
+
         from nets.base import ModelError, resolve_device
         from nets.server import ConfigError, InferenceService, load_models
 
         try:
             self.device = resolve_device(device)
+            if self.device == "cpu" and cpu_threads is not None and torch.get_num_threads() > cpu_threads:
+                # torch's pool would take every core; tracking and local mapping need theirs (process-wide)
+                torch.set_num_threads(cpu_threads)
             self.service = InferenceService(load_models(config, self.device, source))
         except (ConfigError, ModelError) as e:
             raise DataError(None, str(e)) from None

@@ -251,6 +251,12 @@ def _netvlad_in_process(s: PlaceSettings, checkpoint: str) -> PlaceDescriberFact
 
 
 def _netvlad_at(s: PlaceSettings) -> PlaceDescriberFactory:
+    from slam.bus.endpoints import EndpointError, check_connect
+
+    try:
+        check_connect(s.infer)
+    except EndpointError as e:
+        raise DataError(None, f"inference endpoint: {e} (or in-process)") from None
     input_wh = _sidecar_input_size(s.checkpoint) if s.checkpoint else None
 
     def client() -> InferenceClient:

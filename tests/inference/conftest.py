@@ -35,3 +35,13 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     save_checkpoint(path, model.net.state_dict(), {"model": "netvlad", "architecture": model.architecture(),
                                                    "conf": model.conf, "input_size": list(model.input_size)})
     return path
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """In-process inference caps torch's CPU threads process-wide: give the next tests theirs back."""
+    import torch
+
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)

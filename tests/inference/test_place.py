@@ -227,7 +227,10 @@ def test_checkpoints_for_another_architecture_are_refused_naming_the_file(tiny_c
 
 
 def test_in_process_server_serves_while_held_and_stops_after_the_last_client(tiny_checkpoint):
+    import torch
+
     factory = make_place_describer(PlaceSettings(checkpoint=str(tiny_checkpoint)))
+    assert torch.get_num_threads() == 1  # the other core stays with tracking and local mapping
     a, b = factory(), factory()
     local = a.client.local
     assert local is b.client.local and local.serving

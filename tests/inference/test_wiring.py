@@ -65,6 +65,11 @@ def test_slam_run_refuses_a_checkpoint_it_cannot_use_before_tracking(tum_path, t
     assert systems == [] and not (tmp_path / "out" / "summary.json").exists()
 
 
+def test_slam_run_refuses_an_inference_endpoint_that_is_not_one(tum_path, tmp_path, capsys):
+    assert main([str(tum_path), "--out", str(tmp_path / "out"), "--no-progress", "--infer", "gpu-box:5555"]) == 2
+    assert "endpoint 'gpu-box:5555' is not TRANSPORT://ADDRESS" in capsys.readouterr().err
+
+
 def test_place_flags_belong_in_the_launch_file_with_launch(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         run_cli.parse_args(["--launch", "launch/tum_replay.yaml", "--out", str(tmp_path), "--place", "netvlad"])
