@@ -187,6 +187,8 @@ def save_run(out: Path, system: System, head: dict, n: int, skipped: list, times
             "tracked_frames": len(system.records),
             "lost_frames": system.lost_frames(),
             "initialising_frames": int(sum(s == State.NOT_INITIALIZED for s in states)),
+            # frame, keyframe and inliers of each relocalisation (after a loss, or in a loaded map)
+            "relocalizations": list(getattr(getattr(system, "tracker", None), "relocalizations", [])),
             "skipped_frames": skipped,
             "keyframes": int(sum(not k.bad for k in system.map.keyframes.values())),
             "map_points": int(sum(not p.bad for p in system.map.points.values())),

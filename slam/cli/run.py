@@ -1,5 +1,11 @@
 """``slam-run SEQUENCE --out OUT_DIR [--mode ...]``: replay a sequence through the SLAM system.
 
+Relocalise in a saved map: ``slam-run SEQUENCE --map OLD/map.npz --out OUT_DIR`` loads the map
+of an earlier run (same camera and feature settings, else refused before anything is written),
+relocalises the first frames in it and tracks and maps on in its frame (keyframe and point ids
+continue); ``map.npz`` then holds the old and the new keyframes, ``summary.json`` says which file
+was loaded and at which frame relocalisation succeeded (``loaded_map``). Replay only.
+
 Process graph: ``slam-run --launch launch/NAME.yaml [SEQUENCE] --out OUT_DIR``
 runs the source, the SLAM process and the inference server of a launch file
 as separate processes on the ZeroMQ bus (:mod:`slam.cli.launch_run`).
@@ -91,6 +97,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--speed", type=float, default=1.0, metavar="X",
                    help="with --realtime: deliver frames X times faster than recorded (2: a 30 Hz recording at 60 Hz)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    p.add_argument("--map", type=Path, metavar="OLD/map.npz",
+                   help="start in the saved map of an earlier run (same camera and feature settings): relocalise "
+                        "in it, then track and map on in its frame (replay only)")
     console.add_arguments(p)
     live = p.add_argument_group("live (instead of SEQUENCE)")
     live.add_argument("--camera", metavar="DEVICE_OR_VIDEO",
@@ -109,6 +118,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="run the process graph of a launch file (source, SLAM, inference server as processes "
                         "on the bus); SEQUENCE for a replay launch file")
     args = p.parse_args(argv)
+    if args.map is not None and (args.launch is not None or args.camera is not None):
+        p.error("--map: only for a replay of a SEQUENCE in process (not yet with --launch or --camera)")
     if args.launch is not None:
         if args.camera is not None:
             p.error("--camera goes in the launch file (processes.source.camera), not with --launch")
@@ -149,10 +160,13 @@ def _run(args: argparse.Namespace) -> dict:
     log.info("sequence %s: %d frames, reader %s, mode %s", seq.name, len(seq), type(seq).__name__, mode)
     console.log_config(log, "config", cfg.to_dict())  # also in summary.json
     seq.use_streams(mode)
+    initial_map = _load_map(args.map, seq, cfg, mode) if args.map is not None else None
+    loaded = None if initial_map is None else (len(initial_map.keyframes), len(initial_map.points))
     n = len(seq) if args.max_frames is None else min(len(seq), args.max_frames)
     stop = StopRequest()
     with StopOnSignal(stop) as signals:  # a signal once tracking runs: stop, save what was tracked
-        system = System(seq.camera, mode, cfg, stereo=seq.stereo, threaded=not args.sync_mapping)
+        system = System(seq.camera, mode, cfg, stereo=seq.stereo, threaded=not args.sync_mapping,
+                        initial_map=initial_map)
         wall0 = time.perf_counter()
         bar = _progress(args, n)
         # Frames are decoded ahead and their features extracted one frame ahead, in other threads,
@@ -193,8 +207,31 @@ def _run(args: argparse.Namespace) -> dict:
                              "realtime_speed": args.speed if args.realtime else None,
                              "mapping_wait_s": report.mapping_wait_s}
         summary["evaluation"] = evaluate_run(seq, traj, mode, plot=args.out / PLOT if args.plot else None)
+        if initial_map is not None:
+            summary["loaded_map"] = _loaded_map_summary(args.map, loaded, system)
         write_summary(args.out, summary)
     return summary
+
+
+def _load_map(path: Path, seq, cfg: SlamConfig, mode: str):
+    """The map of ``--map``, checked against this run (camera, features, scale); DataError naming the file."""
+    from slam.backbone.map.map_io import check_map_for_run, load_map
+
+    m = load_map(path)
+    check_map_for_run(m, path, seq.camera, cfg.features.scale_factor, cfg.features.n_levels, mode)
+    log.info("map %s: %d keyframes, %d points; the first frames relocalise in it", path, len(m.keyframes),
+             len(m.points))
+    return m
+
+
+def _loaded_map_summary(path: Path, counts: tuple[int, int], system: System) -> dict:
+    """``summary.json``'s ``loaded_map``: the file, what it held, and where the run relocalised in it."""
+    relocs = [r for r in system.tracker.relocalizations if r["loaded_map"]]
+    n_kf, n_pt = counts
+    return {"file": str(path), "keyframes": n_kf, "map_points": n_pt,
+            "relocalized_at_frame": relocs[0]["frame"] if relocs else None,
+            "relocalized_against_keyframe": relocs[0]["keyframe"] if relocs else None,
+            "new_map_started": not relocs and bool(system.records)}
 
 
 def _progress(args: argparse.Namespace, total: int | None) -> console.Progress:
