@@ -8,9 +8,10 @@ import shutil
 import numpy as np
 import pytest
 
-from slam.backbone.map.map_io import load_map
+from slam.backbone.map.map_io import check_map_for_run, load_map
 from slam.cli.run import main
 from slam.datasets import open_sequence
+from slam.errors import DataError
 from slam.eval import compute
 from slam.synth.generate import generate
 from slam.trajectory import read_tum
@@ -101,14 +102,35 @@ def test_map_of_another_camera_or_feature_pyramid_is_refused(first_run, tmp_path
     assert str(run1 / "map.npz") in err and "features.n_levels 8 in the map, 6" in err
 
 
-@pytest.mark.parametrize("damage", ["truncated", "not a zip"])
-def test_corrupt_map_is_refused_naming_the_file(first_run, tmp_path, capsys, damage):
+@pytest.mark.parametrize("damage,message", [("truncated", "not a readable map file"),
+                                            ("not a zip", "not a readable map file"),
+                                            ("version", "unsupported map file version 99")])
+def test_corrupt_map_is_refused_naming_the_file(first_run, tmp_path, capsys, damage, message):
     _, run1, later = first_run
     data = (run1 / "map.npz").read_bytes()
     bad = tmp_path / "map.npz"
-    bad.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"hello" * 100)
+    if damage == "version":
+        with np.load(run1 / "map.npz") as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(str(arrays["meta"][()]))
+        arrays["meta"] = np.array(json.dumps({**meta, "version": 99}))
+        np.savez(bad, **arrays)
+    else:
+        bad.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"hello" * 100)
     err = _refused([str(later), "--map", str(bad)], tmp_path / "out", capsys)
-    assert str(bad) in err and "map" in err
+    assert str(bad) in err and message in err
+
+
+def test_monocular_map_is_refused_for_a_run_with_depth(first_run):
+    _, run1, _ = first_run
+    m = load_map(run1 / "map.npz")
+    for kf in m.keyframes.values():  # as a monocular run leaves them: no depth measurement
+        kf.features.u_right[:] = -1.0
+        kf.features.depth[:] = 0.0
+    path = run1 / "map.npz"
+    check_map_for_run(m, path, m.camera, m.scale_factor, m.n_levels, "mono")  # mono may use it
+    with pytest.raises(DataError, match="built monocularly"):
+        check_map_for_run(m, path, m.camera, m.scale_factor, m.n_levels, "rgbd")
 
 
 def test_map_with_launch_or_camera_is_refused(tmp_path, capsys):

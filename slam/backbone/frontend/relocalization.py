@@ -45,6 +45,7 @@ MIN_PNP_MATCHES = 15  # descriptor matches a candidate needs before PnP (ORB-SLA
 MIN_OPTIMIZED_INLIERS = 10  # after the first pose optimisation, below this the candidate is dropped (ORB-SLAM)
 WIDE_SEARCH = (10.0, TH_HIGH)  # guided search: window (px, x scale factor) and Hamming distance (ORB-SLAM)
 NARROW_SEARCH = (3.0, 64)  # ... the second, narrower one, for 30..49 inliers
+MAX_ANSWER_AGE_FRAMES = 15  # a late place answer is used for frames at most this much newer (0.5 s at 30 Hz)
 
 
 # ------------------------------------------------------------------ PnP
@@ -166,8 +167,8 @@ class Relocalizer:
         self._top_up()
         self.describer.submit(("frame", cur.index), cur.thumbnail(), cur.features.desc)
         self._collect()
-        if self._latest is None:
-            return None
+        if self._latest is None or cur.index - self._latest[0] > MAX_ANSWER_AGE_FRAMES:
+            return None  # no answer yet, or only one from an earlier loss
         if self._latest[0] != cur.index:
             log.debug("frame %d: place candidates of frame %d (describer answers late)", cur.index, self._latest[0])
         return self._latest[1]
