@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -137,3 +138,31 @@ def test_map_with_launch_or_camera_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["--camera", "0", "--map", str(tmp_path / "map.npz"), "--out", str(tmp_path / "o")])
     assert e.value.code == 2 and "--map: only for a replay" in capsys.readouterr().err
+
+
+def test_loaded_map_that_never_relocalises_gives_way_to_a_new_map(first_run):
+    """Frames of a place the map has not seen (mirrored): after reloc_max_frames a map of their own starts."""
+    from slam.backbone.config import SlamConfig
+    from slam.backbone.frontend.tracking import State
+    from slam.backbone.system import System
+
+    _, run1, later = first_run
+    old = load_map(run1 / "map.npz")
+    n_old, next_old, first_old = len(old.keyframes), old.next_kf_id, min(old.keyframes)
+    seq = open_sequence(later)
+    seq.use_streams("rgbd")
+    cfg = SlamConfig()
+    cfg.tracking.reloc_max_frames = 3
+    system = System(seq.camera, "rgbd", cfg, threaded=False, initial_map=old)
+    frames = [f for _, f in zip(range(6), seq)]
+    mirrored = [dataclasses.replace(f, image=np.ascontiguousarray(f.image[:, ::-1]),
+                                    depth=np.ascontiguousarray(f.depth[:, ::-1])) for f in frames]
+    states = [system.process(f).state for f in mirrored]
+    system.shutdown()
+    # not relocalised: "initialising" (no pose, not lost tracking) until the third failure, then a new map
+    assert states[:3] == [State.NOT_INITIALIZED] * 3 and states[3:] == [State.OK] * 3
+    assert system.tracker.relocalizations == [] and system.tracker.map_id == 1
+    assert {r.map_id for r in system.records} == {1}
+    new_kfs = [k for k in system.map.keyframes if k >= next_old]
+    assert new_kfs and len(system.map.keyframes) >= n_old + 1
+    assert all(system.keyframe_maps[k] == 1 for k in new_kfs) and system.keyframe_maps[first_old] == 0
