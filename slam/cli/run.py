@@ -51,7 +51,9 @@ from slam.cli import console
 from slam.cli.untracked import why_untracked
 from slam.errors import DataError
 from slam.backbone.system import System
-from slam.outputs import PLOT, evaluate_run, prepare_out_dir, save_empty_run, save_run, write_summary
+from slam.backbone.map.map_io import load_map_for_run
+from slam.outputs import (PLOT, evaluate_run, loaded_map_summary, prepare_out_dir, save_empty_run, save_run,
+                          write_summary)
 from slam.replay import FramePipeline, PipelineItem
 from slam.runner import (
     DEFAULT_MAPPING_LAG,
@@ -118,8 +120,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="run the process graph of a launch file (source, SLAM, inference server as processes "
                         "on the bus); SEQUENCE for a replay launch file")
     args = p.parse_args(argv)
-    if args.map is not None and (args.launch is not None or args.camera is not None):
-        p.error("--map: only for a replay of a SEQUENCE in process (not yet with --launch or --camera)")
+    if args.map is not None and args.launch is not None:
+        p.error("--map with --launch: give the map in the launch file (processes.slam.map)")
+    if args.map is not None and args.camera is not None:
+        p.error("--map: only for a replay of a SEQUENCE (not yet with --camera)")
     if args.launch is not None:
         if args.camera is not None:
             p.error("--camera goes in the launch file (processes.source.camera), not with --launch")
@@ -160,7 +164,9 @@ def _run(args: argparse.Namespace) -> dict:
     log.info("sequence %s: %d frames, reader %s, mode %s", seq.name, len(seq), type(seq).__name__, mode)
     console.log_config(log, "config", cfg.to_dict())  # also in summary.json
     seq.use_streams(mode)
-    initial_map = _load_map(args.map, seq, cfg, mode) if args.map is not None else None
+    initial_map = None
+    if args.map is not None:
+        initial_map = load_map_for_run(args.map, seq.camera, cfg.features.scale_factor, cfg.features.n_levels, mode)
     loaded = None if initial_map is None else (len(initial_map.keyframes), len(initial_map.points))
     n = len(seq) if args.max_frames is None else min(len(seq), args.max_frames)
     stop = StopRequest()
@@ -208,30 +214,9 @@ def _run(args: argparse.Namespace) -> dict:
                              "mapping_wait_s": report.mapping_wait_s}
         summary["evaluation"] = evaluate_run(seq, traj, mode, plot=args.out / PLOT if args.plot else None)
         if initial_map is not None:
-            summary["loaded_map"] = _loaded_map_summary(args.map, loaded, system)
+            summary["loaded_map"] = loaded_map_summary(args.map, loaded, system)
         write_summary(args.out, summary)
     return summary
-
-
-def _load_map(path: Path, seq, cfg: SlamConfig, mode: str):
-    """The map of ``--map``, checked against this run (camera, features, scale); DataError naming the file."""
-    from slam.backbone.map.map_io import check_map_for_run, load_map
-
-    m = load_map(path)
-    check_map_for_run(m, path, seq.camera, cfg.features.scale_factor, cfg.features.n_levels, mode)
-    log.info("map %s: %d keyframes, %d points; the first frames relocalise in it", path, len(m.keyframes),
-             len(m.points))
-    return m
-
-
-def _loaded_map_summary(path: Path, counts: tuple[int, int], system: System) -> dict:
-    """``summary.json``'s ``loaded_map``: the file, what it held, and where the run relocalised in it."""
-    relocs = [r for r in system.tracker.relocalizations if r["loaded_map"]]
-    n_kf, n_pt = counts
-    return {"file": str(path), "keyframes": n_kf, "map_points": n_pt,
-            "relocalized_at_frame": relocs[0]["frame"] if relocs else None,
-            "relocalized_against_keyframe": relocs[0]["keyframe"] if relocs else None,
-            "new_map_started": not relocs and bool(system.records)}
 
 
 def _progress(args: argparse.Namespace, total: int | None) -> console.Progress:

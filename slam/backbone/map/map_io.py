@@ -394,6 +394,15 @@ def map_from_arrays(arrays: dict[str, np.ndarray], source: str | Path | None = N
 
 
 # ------------------------------------------------------------ using a map again
+def load_map_for_run(path: str | Path, camera: PinholeCamera, scale_factor: float, n_levels: int, mode: str) -> Map:
+    """:func:`load_map` and :func:`check_map_for_run`: a map a run may start in, or a DataError naming the file."""
+    m = load_map(path)
+    check_map_for_run(m, path, camera, scale_factor, n_levels, mode)
+    log.info("map %s: %d keyframes, %d points; the first frames relocalise in it", path, len(m.keyframes),
+             len(m.points))
+    return m
+
+
 def check_map_for_run(m: Map, path: str | Path, camera: PinholeCamera, scale_factor: float, n_levels: int,
                       mode: str) -> None:
     """Refuse (:class:`DataError` naming ``path`` and what differs) a loaded map this run cannot track in.
