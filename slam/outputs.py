@@ -187,6 +187,8 @@ def save_run(out: Path, system: System, head: dict, n: int, skipped: list, times
             "tracked_frames": len(system.records),
             "lost_frames": system.lost_frames(),
             "initialising_frames": int(sum(s == State.NOT_INITIALIZED for s in states)),
+            # frame, keyframe and inliers of each relocalisation (after a loss, or in a loaded map)
+            "relocalizations": list(getattr(getattr(system, "tracker", None), "relocalizations", [])),
             "skipped_frames": skipped,
             "keyframes": int(sum(not k.bad for k in system.map.keyframes.values())),
             "map_points": int(sum(not p.bad for p in system.map.points.values())),
@@ -340,6 +342,17 @@ def _rmse(e: np.ndarray) -> float:
 
 
 # ------------------------------------------------------------------ summary
+def loaded_map_summary(path: str | Path, counts: tuple[int, int], system: System) -> dict:
+    """``summary.json``'s ``loaded_map`` (``slam-run --map``): the file, its keyframes and points when loaded
+    (``counts``), and where the run relocalised in it (None, and ``new_map_started``, when it never did)."""
+    relocs = [r for r in system.tracker.relocalizations if r["loaded_map"]]
+    n_kf, n_pt = counts
+    return {"file": str(path), "keyframes": n_kf, "map_points": n_pt,
+            "relocalized_at_frame": relocs[0]["frame"] if relocs else None,
+            "relocalized_against_keyframe": relocs[0]["keyframe"] if relocs else None,
+            "new_map_started": not relocs and bool(system.records)}
+
+
 def save_empty_run(out: Path, head: dict, live: dict, wall: float) -> dict:
     """Outputs of a live run that got no frame: empty trajectories and a summary saying why."""
     out = _ready(out)

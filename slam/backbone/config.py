@@ -41,7 +41,13 @@ class TrackingConfig:
     kf_ref_min_obs: int = 1  # reference keyframe points counted for that share: those seen by this many keyframes
     new_points_min: int = 100  # stereo/RGB-D keyframes add at least this many close points from depth
     depth_noise_k: float = 0.003  # RGB-D depth noise sigma = k * z^2 metres (Kinect v1 ~0.0016); weights the depth term
-    lost_frames_reset: int = 5  # after this many lost frames a new map is started (stereo/RGB-D)
+    lost_frames_reset: int = 5  # relocalization off: after this many lost frames a new map is started
+    relocalization: bool = True  # while lost, relocalise in the map each frame (ORB-SLAM) before starting a new one
+    reloc_max_frames: int = 30  # a new map after this many frames with keypoints on which relocalisation failed
+    reloc_min_inliers: int = 50  # inliers that accept a relocalised pose (ORB-SLAM: 50)
+    reloc_candidates: int = 10  # keyframes tried, most similar place descriptors first
+    reloc_match_ratio: float = 0.75  # frame-to-candidate descriptor matching: nearest / second-nearest ratio
+    reloc_pnp_threshold_px: float = 4.0  # PnP RANSAC (USAC MAGSAC): largest reprojection error of an inlier
     mono_init_min_matches: int = 100
     mono_init_min_parallax_deg: float = 1.0
     mono_init_min_points: int = 50

@@ -26,6 +26,7 @@ from slam.backbone.config import SlamConfig
 from slam.geometry import PinholeCamera, inv_pose
 from slam.backbone.local_mapping import LocalMapper
 from slam.backbone.loop.place import PlaceDescriber
+from slam.backbone.loop.keyframe_database import KeyFrameDatabase
 from slam.backbone.map.map import Map
 from slam.records import Frame, StereoRig
 from slam.backbone.frontend.tracking import FrameResult, State, Tracker
@@ -97,19 +98,26 @@ def warm_up_kernels() -> None:
 class System:
     def __init__(self, camera: PinholeCamera, mode: str, cfg: SlamConfig | None = None,
                  stereo: StereoRig | None = None, threaded: bool = True,
-                 place_describer: Callable[[], PlaceDescriber] | None = None):
+                 place_describer: Callable[[], PlaceDescriber] | None = None, initial_map: Map | None = None):
+        """``place_describer``: a factory of place describers (None: ORB-VLAD), one per consumer.
+        ``initial_map``: a loaded map (``slam-run --map``, checked against this camera and config by the
+        caller): the first frames relocalise in it, then tracking and mapping go on in its frame."""
         self.cfg = cfg or SlamConfig()
         self.place_describer_factory = place_describer  # loop closing and relocalisation each call it for their own
         self.mode = mode
         self.camera = camera
-        self.map = Map(camera, scale_factor=self.cfg.features.scale_factor, n_levels=self.cfg.features.n_levels)
+        self.map = initial_map if initial_map is not None else Map(
+            camera, scale_factor=self.cfg.features.scale_factor, n_levels=self.cfg.features.n_levels)
         self.threaded = threaded
         if threaded and mode.startswith("mono") and self.cfg.mapping.max_queue < 2:
             # the two keyframes of a monocular map go to local mapping together
             raise ValueError(f"mapping.max_queue = {self.cfg.mapping.max_queue}: monocular needs at least 2")
         self.tracker = Tracker(camera, mode, self.map, self.cfg, stereo=stereo,
                                insert_keyframe=self._insert_keyframe, mapper_idle=self._mapper_idle,
-                               mapper_accepts=self._mapper_accepts)
+                               mapper_accepts=self._mapper_accepts,
+                               place_describer=place_describer() if place_describer is not None else None)
+        self.places = KeyFrameDatabase(self.tracker.relocalizer.describer.dim)  # place descriptors: relocalisation, loop closing
+        self.tracker.relocalizer.places = self.places
         self.mapper = LocalMapper(self.map, camera, mode, self.cfg, self.tracker.extractor, self.tracker.bf,
                                   self.tracker.disp_inv_sigma2)
         warm_up_kernels()
@@ -120,6 +128,8 @@ class System:
         self.keyframe_maps: dict[int, int] = {}  # keyframe id -> map id
         # keyframe id -> (N, 3) uint8 RGB of its keypoints, sampled from the frame's image (keyframes keep no image)
         self.keyframe_colours: dict[int, np.ndarray] = {}
+        if initial_map is not None:
+            self.keyframe_maps = self.tracker.start_in_loaded_map()
 
     def _insert_keyframe(self, kf) -> bool:
         if self.threaded:

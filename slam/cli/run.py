@@ -1,5 +1,11 @@
 """``slam-run SEQUENCE --out OUT_DIR [--mode ...]``: replay a sequence through the SLAM system.
 
+Relocalise in a saved map: ``slam-run SEQUENCE --map OLD/map.npz --out OUT_DIR`` loads the map
+of an earlier run (same camera and feature settings, else refused before anything is written),
+relocalises the first frames in it and tracks and maps on in its frame (keyframe and point ids
+continue); ``map.npz`` then holds the old and the new keyframes, ``summary.json`` says which file
+was loaded and at which frame relocalisation succeeded (``loaded_map``). Replay only.
+
 Process graph: ``slam-run --launch launch/NAME.yaml [SEQUENCE] --out OUT_DIR``
 runs the source, the SLAM process and the inference server of a launch file
 as separate processes on the ZeroMQ bus (:mod:`slam.cli.launch_run`).
@@ -54,7 +60,9 @@ from slam.cli.untracked import why_untracked
 from slam.errors import DataError
 from slam.backbone.system import System
 from slam.inference.place import IN_PROCESS, PLACES, PlaceSettings, make_place_describer
-from slam.outputs import PLOT, evaluate_run, prepare_out_dir, save_empty_run, save_run, write_summary
+from slam.backbone.map.map_io import load_map_for_run
+from slam.outputs import (PLOT, evaluate_run, loaded_map_summary, prepare_out_dir, save_empty_run, save_run,
+                          write_summary)
 from slam.replay import FramePipeline, PipelineItem
 from slam.runner import (
     DEFAULT_MAPPING_LAG,
@@ -109,6 +117,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     place.add_argument("--infer", default=IN_PROCESS, metavar="ENDPOINT|in-process",
                        help="where NetVLAD runs: in-process (default) or the endpoint of a running slam-infer, "
                             "e.g. ipc:///tmp/slam/infer")
+    p.add_argument("--map", type=Path, metavar="OLD/map.npz",
+                   help="start in the saved map of an earlier run (same camera and feature settings): relocalise "
+                        "in it, then track and map on in its frame (replay only)")
     console.add_arguments(p)
     live = p.add_argument_group("live (instead of SEQUENCE)")
     live.add_argument("--camera", metavar="DEVICE_OR_VIDEO",
@@ -127,6 +138,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="run the process graph of a launch file (source, SLAM, inference server as processes "
                         "on the bus); SEQUENCE for a replay launch file")
     args = p.parse_args(argv)
+    if args.map is not None and args.launch is not None:
+        p.error("--map with --launch: give the map in the launch file (processes.slam.map)")
+    if args.map is not None and args.camera is not None:
+        p.error("--map: only for a replay of a SEQUENCE (not yet with --camera)")
     if args.launch is not None:
         if args.camera is not None:
             p.error("--camera goes in the launch file (processes.source.camera), not with --launch")
@@ -170,12 +185,16 @@ def _run(args: argparse.Namespace) -> dict:
     log.info("sequence %s: %d frames, reader %s, mode %s", seq.name, len(seq), type(seq).__name__, mode)
     console.log_config(log, "config", cfg.to_dict())  # also in summary.json
     seq.use_streams(mode)
+    initial_map = None
+    if args.map is not None:
+        initial_map = load_map_for_run(args.map, seq.camera, cfg.features.scale_factor, cfg.features.n_levels, mode)
+    loaded = None if initial_map is None else (len(initial_map.keyframes), len(initial_map.points))
     n = len(seq) if args.max_frames is None else min(len(seq), args.max_frames)
     stop = StopRequest()
     place = make_place_describer(place_settings(args))
     with StopOnSignal(stop) as signals:  # a signal once tracking runs: stop, save what was tracked
         system = System(seq.camera, mode, cfg, stereo=seq.stereo, threaded=not args.sync_mapping,
-                        place_describer=place)
+                        place_describer=place, initial_map=initial_map)
         wall0 = time.perf_counter()
         bar = _progress(args, n)
         # Frames are decoded ahead and their features extracted one frame ahead, in other threads,
@@ -217,6 +236,8 @@ def _run(args: argparse.Namespace) -> dict:
                              "realtime_speed": args.speed if args.realtime else None,
                              "mapping_wait_s": report.mapping_wait_s}
         summary["evaluation"] = evaluate_run(seq, traj, mode, plot=args.out / PLOT if args.plot else None)
+        if initial_map is not None:
+            summary["loaded_map"] = loaded_map_summary(args.map, loaded, system)
         write_summary(args.out, summary)
     return summary
 

@@ -13,7 +13,7 @@ A launch file describes one process graph::
       clients: ~/.config/slam/keys/allowed/        # who may connect to frames/poses bound off loopback
     processes:
       source: {kind: replay, realtime: true}          # or kind: camera, camera: /dev/video0, imu: serial
-      slam: {mode: rgbd, config: null, set: [], place: auto, place_checkpoint: null}
+      slam: {mode: rgbd, config: null, set: [], place: auto, place_checkpoint: null, map: null}  # map: OLD/map.npz to relocalise in (slam-run --map)
       inference: {enabled: true, device: auto, config: null, restart: true}
       viewer: {enabled: false, record: null, spawn: false}   # live view (rerun): see slam.nodes.viewer
 
@@ -71,6 +71,7 @@ class SlamSpec:
     config: str | None = None  # YAML with features/tracking/mapping settings
     set: list[str] = field(default_factory=list)  # SECTION.KEY=VALUE overrides
     sync_mapping: bool = False  # local mapping in the tracking thread (repeatable, slower): slam-run --sync-mapping
+    map: str | None = None  # a saved map.npz to relocalise in and map on, as slam-run --map (same camera, features)
     frame_delay_s: float = 0.0  # sleep this long after each frame, as a slower machine would (tests, benchmarks)
     place: str = "auto"  # place recognition: auto, orb-vlad, netvlad (slam.inference.place)
     place_checkpoint: str | None = None  # NetVLAD in the SLAM process from this checkpoint (else: the inference server)

@@ -58,6 +58,7 @@ from slam.bus.messages import (
 from slam.bus.pubsub import Publisher, Subscriber
 from slam.bus.rpc import RpcClient
 from slam.backbone.config import SlamConfig
+from slam.backbone.map.map_io import load_map_for_run
 from slam.errors import DataError
 from slam.nodes.launch import LaunchSpec, load_launch
 from slam.backbone.map.map import Map
@@ -65,7 +66,7 @@ from slam.inference.place import IN_PROCESS, PlaceDescriberFactory, PlaceSetting
 from slam.nodes.common import bus_curve_server, inference_curve_client, setup_logging
 from slam.nodes.lifeline import watch_parent
 from slam.nodes.source import END_OF_STREAM
-from slam.outputs import FrameTimes, evaluate_run, save_run, write_summary
+from slam.outputs import FrameTimes, evaluate_run, loaded_map_summary, save_run, write_summary
 from slam.backbone.system import System, warm_up_kernels
 from slam.backbone.frontend.tracking import FrameResult
 from slam.replay import PipelineItem
@@ -108,6 +109,7 @@ class _Receiver(threading.Thread):
         self.end: dict | None = None
         self.received = 0  # frame messages taken off the socket (rejected ones too)
         self.error: BaseException | None = None
+        self.loaded_map: tuple[int, int] | None = None  # keyframes and points of processes.slam.map when loaded
 
     def _make_system(self, frame, rig) -> System:
         s = self.spec.slam
@@ -121,7 +123,12 @@ class _Receiver(threading.Thread):
             raise DataError(self.spec.path, f"slam mode {mode}, but the frames carry no right image and stereo rig")
         log.info("first frame %d (%dx%d): mode %s", frame.index, frame.camera.width, frame.camera.height, mode)
         self.place = make_place_describer(place_settings(self.spec, self.run_dir))
-        return System(frame.camera, mode, cfg, stereo=rig, threaded=not s.sync_mapping, place_describer=self.place)
+        initial_map = None
+        if s.map:  # checked against the camera of the frames: DataError naming the file, before any output
+            initial_map = load_map_for_run(s.map, frame.camera, cfg.features.scale_factor, cfg.features.n_levels, mode)
+            self.loaded_map = (len(initial_map.keyframes), len(initial_map.points))
+        return System(frame.camera, mode, cfg, stereo=rig, threaded=not s.sync_mapping, place_describer=self.place,
+                      initial_map=initial_map)
 
     def run(self) -> None:
         try:
@@ -329,6 +336,8 @@ def run(args: argparse.Namespace, spec: LaunchSpec, stop: StopRequest) -> dict:
     summary["stop_reason"] = stop_reason
     summary["frame_accounting"] = acc
     summary["evaluation"] = None
+    if rx.loaded_map is not None:
+        summary["loaded_map"] = loaded_map_summary(spec.slam.map, rx.loaded_map, rx.system)
     if args.sequence is not None:
         from slam.datasets import open_sequence
 

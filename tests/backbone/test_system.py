@@ -11,6 +11,7 @@ from slam.eval import compute
 from slam.geometry import inv_pose
 from slam.records import StereoRig
 from slam.synth import SynthSequence
+from slam.backbone.config import SlamConfig
 from slam.backbone.system import System
 from slam.backbone.frontend.tracking import State
 from slam.trajectory import Trajectory
@@ -33,8 +34,8 @@ def _gt(frames) -> Trajectory:
     return Trajectory(np.array([f.timestamp for f in frames]), np.stack([f.T_w_c_gt for f in frames]))
 
 
-def _run(camera, mode, frames, rig=None):
-    system = System(camera, mode, stereo=rig)
+def _run(camera, mode, frames, rig=None, cfg=None):
+    system = System(camera, mode, cfg, stereo=rig)
     try:
         results = [system.process(f) for f in frames]
     finally:
@@ -59,16 +60,20 @@ def test_tracks_synthetic_sequence_through_threads(frames, mode, max_ate):
     np.testing.assert_allclose(traj.poses[0], np.eye(4), atol=1e-9)
 
 
-def test_black_frames_are_lost_then_tracking_resumes(frames):
+def test_black_frames_are_lost_then_tracking_resumes_in_a_new_map(frames):
+    """Relocalisation off (tests/backbone/test_relocalization.py has it on): a new map after lost_frames_reset."""
     camera, _, fr = frames
     black = [dataclasses.replace(f, image=np.zeros_like(f.image), depth=np.zeros_like(f.depth)) for f in fr[20:26]]
     seq = fr[:20] + black + fr[26:]
-    system, results = _run(camera, "rgbd", seq)
+    cfg = SlamConfig()
+    cfg.tracking.relocalization = False
+    system, results = _run(camera, "rgbd", seq, cfg=cfg)
     states = [r.state for r in results]
     assert all(s == State.OK for s in states[:20])
     assert all(s != State.OK for s in states[20:26])  # reported lost (then re-initialising)
     assert set(system.lost_frames()) >= {20}
     assert all(s == State.OK for s in states[27:])  # a new map from the first textured frame on
+    assert system.tracker.map_id == 1
     traj = system.trajectory()
     assert len(traj) == N - 6
     gt = _gt([f for f, s in zip(seq, states) if s == State.OK])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -165,6 +166,34 @@ def test_graph_stops_in_order_and_saves_on_request(synth_rgbd, tmp_path):
 def test_replay_launch_file_without_a_sequence_is_a_clear_error(tmp_path, capsys):
     assert slam_run(["--launch", str(_launch_file(tmp_path)), "--out", str(tmp_path / "o")]) == 2
     assert "replays a sequence" in capsys.readouterr().err
+
+
+def test_slam_process_relocalises_in_the_map_of_its_launch_file(synth_rgbd, tmp_path):
+    """processes.slam.map, as slam-run --map: the graph starts in a saved map; one of another camera is refused."""
+    first = tmp_path / "first"
+    assert slam_run([str(synth_rgbd), "--out", str(first), "--mode", "rgbd", "--max-frames", "40",
+                     "--sync-mapping", "--no-progress"]) == 0
+    n_kf = _summary(first)["keyframes"]
+    out = tmp_path / "graph"
+    assert run_launch(_launch_file(tmp_path, inference=False, slam=f", map: {first / 'map.npz'}"), synth_rgbd, out) == 0
+    s = _summary(out)
+    assert s["loaded_map"]["file"] == str(first / "map.npz") and s["loaded_map"]["keyframes"] == n_kf
+    assert s["loaded_map"]["relocalized_at_frame"] == 0 and s["lost_frames"] == [] and s["tracked_frames"] == N
+    # tracked in the first run's frame: its first pose is the first run's first pose, not a fresh identity
+    t0, t1 = np.loadtxt(first / "trajectory.txt")[0], np.loadtxt(out / "trajectory.txt")[0]
+    assert np.linalg.norm(t1[1:4] - t0[1:4]) < 0.01
+    # a map file of another camera: the SLAM process refuses it, naming the file; no outputs
+    other = tmp_path / "other.npz"
+    from slam.backbone.map.map_io import load_map, save_map
+
+    m = load_map(first / "map.npz")
+    m.camera = dataclasses.replace(m.camera, fx=m.camera.fx * 1.1)
+    save_map(m, other)
+    bad = tmp_path / "bad"
+    assert run_launch(_launch_file(tmp_path, inference=False, slam=f", map: {other}"), synth_rgbd, bad) != 0
+    assert not (bad / "summary.json").exists() and not (bad / "map.npz").exists()
+    logs = "".join(p.read_text() for p in (bad / "logs").glob("*"))
+    assert str(other) in logs and "camera fx" in logs
 
 
 N_VIDEO = 60  # 2 s of the demo trajectory at 30 fps

@@ -10,6 +10,12 @@
 5. project the local map (covisible keyframes' points), match and optimise again;
 6. decide whether the frame becomes a keyframe and hand it to local mapping.
 
+While lost, step 3 is relocalisation in the map (:mod:`~slam.backbone.frontend.relocalization`,
+``tracking.relocalization``); tracking then goes on in the same map. A new map is started
+only after ``tracking.reloc_max_frames`` frames with keypoints on which it failed (black or
+featureless frames do not count), or at once when the map is too young (two keyframes).
+A loaded map (``slam-run --map``) is relocalised in the same way before any map is started.
+
 It never waits on local mapping: keyframes go into a queue, and when the queue
 is full the keyframe is postponed to a later frame. That is decided before the
 keyframe is created (:mod:`~slam.backbone.frontend.keyframe_decision`); should
@@ -41,6 +47,7 @@ from slam.backbone.frontend.keyframe_decision import KeyframeEvidence, decide_ke
 from slam.backbone.frontend.stereo import match_stereo
 from slam.geometry import PinholeCamera, inv_pose, normalize_pose, se3_exp, se3_log
 from slam.backbone.frontend.local_map import gather_points, project_visible
+from slam.backbone.frontend.relocalization import Relocalizer, loaded_map_ids, map_root
 from slam.backbone.loop.place import thumbnail
 from slam.backbone.map.map import KeyFrame, Map
 from slam.backbone.frontend.matching import match_by_projection, match_descriptors, rotation_consistency
@@ -102,7 +109,7 @@ class FrameResult:
 class Tracker:
     def __init__(self, camera: PinholeCamera, mode: str, slam_map: Map, cfg: SlamConfig,
                  stereo: StereoRig | None = None, insert_keyframe=None, mapper_idle=lambda: True,
-                 rgbd_virtual_baseline: float = 0.08, mapper_accepts=lambda: True):
+                 rgbd_virtual_baseline: float = 0.08, mapper_accepts=lambda: True, place_describer=None):
         self.camera = camera
         self.ideal_camera = camera.undistorted()  # the pinhole model of undistorted keypoints (uv_und)
         self.K = camera.K
@@ -143,6 +150,13 @@ class Tracker:
         self.local_kf_ids: list[int] = []
         self.T_w_c_prior = np.eye(4)  # where a new map starts (continuity after a reset)
         self.map_id = 0  # the map being built: +1 at each reset that leaves a map behind (until maps merge)
+        # ---- relocalisation (slam.backbone.frontend.relocalization)
+        self.relocalizer = Relocalizer(self, place_describer)  # its own describer, never loop closing's
+        self.n_reloc_failed = 0  # frames with keypoints on which relocalisation failed since the loss
+        self.reloc_pending = False  # a loaded map: relocalise in it before starting a map of our own
+        self.map_origin: int | None = None  # first keyframe of the map tracked now (relocalisation stays in it)
+        self.origin_map_ids: dict[int, int] = {}  # first keyframe of each map -> map id
+        self.relocalizations: list[dict] = []  # frame, keyframe, inliers of each relocalisation
 
     # ================================================================ per frame
     def prepare(self, frame: Frame) -> TrackedFrame:
@@ -164,25 +178,33 @@ class Tracker:
         # mapping, which holds it for chunks of work (slam.backbone.map.fair_lock).
         with m.update_lock, m.lock.priority():
             is_kf = failed = False
-            if self.state == State.NOT_INITIALIZED:
+            if self.state == State.NOT_INITIALIZED and not self.reloc_pending:
                 ok = self._initialize(cur, frame)
                 self.state = State.OK if ok else State.NOT_INITIALIZED
                 is_kf = ok
+                if ok:
+                    self._on_map_started()
             else:
+                # lost, or a loaded map not relocalised in yet: relocalisation instead of the motion model
+                relocalising = self.state != State.OK and (self.reloc_pending or self.tc.relocalization)
                 t1 = time.perf_counter()
-                ok = self._track_motion_or_reference(cur)
-                t["motion"] = _ms(t1)
+                ok = self._relocalize(cur) if relocalising else self._track_motion_or_reference(cur)
+                t["relocalization" if relocalising else "motion"] = _ms(t1)
                 t1 = time.perf_counter()
                 ok = ok and self._track_local_map(cur)
                 t["local_map"] = _ms(t1)
                 if ok:
+                    if relocalising:
+                        self._on_relocalized(cur)
                     self.state, self.n_lost = State.OK, 0
                     t1 = time.perf_counter()
                     is_kf = self._maybe_insert_keyframe(cur)
                     t["keyframe"] = _ms(t1)
+                elif self.state == State.NOT_INITIALIZED:  # a loaded map: not relocalised yet
+                    self._on_not_relocalized(cur, relocalising and self.relocalizer.attempted)
                 else:
                     failed = True
-                    self._on_lost(cur)
+                    self._on_lost(cur, relocalising and self.relocalizer.attempted)
             ref_id, T_c_ref = -1, None
             if self.state == State.OK:
                 if self.last is not None and self.last.T_c_w is not None:
@@ -426,14 +448,79 @@ class Tracker:
         self.local_kf_ids = chosen
         return [self.map.keyframes[k] for k in chosen if k in self.map.keyframes]
 
-    # ============================================================ lost
-    def _on_lost(self, cur: TrackedFrame) -> None:
+    # ============================================================ lost, relocalisation
+    def _on_lost(self, cur: TrackedFrame, tried: bool) -> None:
+        """A frame not tracked (``tried``: relocalisation was attempted on it, with keypoints, and failed)."""
         self.state = State.LOST
         self.n_lost += 1
         if self.n_lost == 1:
-            log.warning("tracking lost at frame %d", cur.index)
-        if self.n_lost >= self.tc.lost_frames_reset or len(self.map.keyframes) <= 2:
+            self.n_reloc_failed = 0
+            log.warning("tracking lost at frame %d%s", cur.index,
+                        "; relocalising from the next frame" if self.tc.relocalization else "")
+        self.n_reloc_failed += int(tried)
+        if len(self.map.keyframes) <= 2:  # too young to relocalise in: a new map at once
             self.reset(keep_prior=True)
+        elif not self.tc.relocalization:
+            if self.n_lost >= self.tc.lost_frames_reset:
+                self.reset(keep_prior=True)
+        elif self.n_reloc_failed >= self.tc.reloc_max_frames:
+            log.warning("relocalisation failed on %d frames with keypoints since tracking was lost (%d lost "
+                        "frames): giving up on this map", self.n_reloc_failed, self.n_lost)
+            self.reset(keep_prior=True)
+
+    def _relocalize(self, cur: TrackedFrame) -> bool:
+        """Relocalisation in the current map (any part of a loaded map not relocalised in yet)."""
+        origin = self.map_origin
+        return self.relocalizer.relocalize(cur, lambda kf: origin is None or map_root(self.map, kf.id) == origin)
+
+    def _on_relocalized(self, cur: TrackedFrame) -> None:
+        """Tracking goes on in the map relocalised in: its frame, its keyframes (no velocity across the gap)."""
+        r = self.relocalizer.last
+        with self.map.lock:
+            root = map_root(self.map, r.kf_id)
+        if root != self.map_origin:  # a loaded map: the part relocalised in
+            self.map_origin, self.map_id = root, self.origin_map_ids.get(root, self.map_id)
+        lost_for, loaded = self.n_lost, self.reloc_pending
+        self.reloc_pending, self.n_reloc_failed = False, 0
+        self.last = self.velocity = None
+        self.last_kf_index = cur.index
+        if self.ref_kf is None or self.ref_kf.bad:
+            self.ref_kf = self.map.keyframes[r.kf_id]
+        n = len(cur.matched())
+        self.relocalizations.append({"frame": cur.index, "keyframe": r.kf_id, "inliers": r.n_inliers,
+                                     "local_map_inliers": n, "map": self.map_id, "lost_frames": lost_for,
+                                     "loaded_map": loaded})
+        log.info("relocalised at frame %d against keyframe %d, %d inliers (%d with the local map), map %d%s",
+                 cur.index, r.kf_id, r.n_inliers, n, self.map_id,
+                 " (the loaded map)" if loaded else f", after {lost_for} lost frames")
+
+    def _on_not_relocalized(self, cur: TrackedFrame, tried: bool) -> None:
+        """A frame of a loaded map's start that did not relocalise; after enough, a map of our own starts."""
+        self.n_reloc_failed += int(tried)
+        if self.n_reloc_failed >= self.tc.reloc_max_frames:
+            self.reloc_pending = False
+            self.map_id, self.map_origin = self._next_map_id(), None
+            log.warning("no relocalisation in the loaded map on %d frames with keypoints: starting a new map "
+                        "(map %d, in a frame of its own)", self.n_reloc_failed, self.map_id)
+
+    def start_in_loaded_map(self) -> dict[int, int]:
+        """The map handed to the tracker was loaded: relocalise the first frames in it. Returns the map id of
+        each of its keyframe ids (parts of the map that were separate maps keep separate ids)."""
+        origins, kf_maps = loaded_map_ids(self.map)
+        self.origin_map_ids.update(origins)
+        self.reloc_pending = bool(self.map.keyframes)
+        self.map_id, self.map_origin, self.n_reloc_failed = 0, None, 0
+        log.info("loaded map: %d keyframes, %d points in %d part(s); relocalising the first frames in it",
+                 len(self.map.keyframes), len(self.map.points), len(origins))
+        return kf_maps
+
+    def _on_map_started(self) -> None:
+        with self.map.lock:
+            self.map_origin = map_root(self.map, self.ref_kf.id)
+        self.origin_map_ids[self.map_origin] = self.map_id
+
+    def _next_map_id(self) -> int:
+        return max(self.map_id, *self.origin_map_ids.values()) + 1 if self.origin_map_ids else self.map_id + 1
 
     def reset(self, keep_prior: bool = True) -> None:
         """Start a new map (the next frames initialise it) where the camera was last known to be."""
@@ -441,7 +528,8 @@ class Tracker:
             self.T_w_c_prior = inv_pose(self.last.T_c_w)
         log.warning("starting a new map (previous: %d keyframes)", len(self.map.keyframes))
         if self.ref_kf is not None:  # repeated resets while still lost start no further map
-            self.map_id += 1
+            self.map_id = self._next_map_id()
+        self.map_origin = None
         self.state = State.NOT_INITIALIZED
         self.last = None
         self.velocity = None

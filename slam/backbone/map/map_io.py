@@ -391,3 +391,54 @@ def map_from_arrays(arrays: dict[str, np.ndarray], source: str | Path | None = N
     m.replaced = {int(a): int(b) for a, b in replaced.tolist()}
     m.erased_keyframes = {int(k): (int(p), e_T[i].copy()) for i, (k, p) in enumerate(zip(e_id.tolist(), e_parent.tolist()))}
     return m
+
+
+# ------------------------------------------------------------ using a map again
+def load_map_for_run(path: str | Path, camera: PinholeCamera, scale_factor: float, n_levels: int, mode: str) -> Map:
+    """:func:`load_map` and :func:`check_map_for_run`: a map a run may start in, or a DataError naming the file."""
+    m = load_map(path)
+    check_map_for_run(m, path, camera, scale_factor, n_levels, mode)
+    log.info("map %s: %d keyframes, %d points; the first frames relocalise in it", path, len(m.keyframes),
+             len(m.points))
+    return m
+
+
+def check_map_for_run(m: Map, path: str | Path, camera: PinholeCamera, scale_factor: float, n_levels: int,
+                      mode: str) -> None:
+    """Refuse (:class:`DataError` naming ``path`` and what differs) a loaded map this run cannot track in.
+
+    The map must come from the same camera (model, size, intrinsics, distortion, to 1e-6 relative),
+    the same ORB pyramid (scale factor, levels: keypoint levels and point scale ranges depend on them),
+    hold keyframes, and, for a run with depth (``rgbd``, ``stereo``), have metric scale: a monocular
+    map (no keyframe with a depth measurement) has a scale of its own.
+    """
+    diffs = []
+    if m.camera is None:
+        diffs.append("the map file holds no camera")
+    else:
+        a, b = m.camera.to_dict(), camera.to_dict()
+        for key in ("model", "width", "height", "distortion_model"):
+            if a[key] != b[key]:
+                diffs.append(f"camera {key} {a[key]!r} in the map, {b[key]!r} for this sequence")
+        for key in ("fx", "fy", "cx", "cy"):
+            if not np.isclose(a[key], b[key], rtol=1e-6, atol=1e-9):
+                diffs.append(f"camera {key} {a[key]:g} in the map, {b[key]:g} for this sequence")
+        da, db = np.asarray(a["distortion"], float), np.asarray(b["distortion"], float)
+        n = max(len(da), len(db))
+        da, db = np.pad(da, (0, n - len(da))), np.pad(db, (0, n - len(db)))  # missing terms are zeros
+        if not np.allclose(da, db, rtol=1e-6, atol=1e-9):
+            diffs.append(f"camera distortion {a['distortion']} in the map, {b['distortion']} for this sequence")
+    if not np.isclose(m.scale_factor, scale_factor, rtol=1e-9):
+        diffs.append(f"features.scale_factor {m.scale_factor:g} in the map, {scale_factor:g} in this run's config")
+    if m.n_levels != n_levels:
+        diffs.append(f"features.n_levels {m.n_levels} in the map, {n_levels} in this run's config")
+    if diffs:
+        raise DataError(path, "this map cannot be used for this run: " + "; ".join(diffs))
+    with m.lock:
+        kfs = [kf for kf in m.keyframes.values() if not kf.bad]
+        metric = any(bool(np.any(kf.features.u_right >= 0)) for kf in kfs)
+    if not kfs:
+        raise DataError(path, "the map holds no keyframe to relocalise in")
+    if not mode.startswith("mono") and not metric:
+        raise DataError(path, f"the map was built monocularly (no keyframe has depth: a scale of its own); "
+                              f"a {mode} run cannot continue it")
