@@ -97,6 +97,7 @@ def box_quads(cx: float, cy: float, sx: float, sy: float, sz: float, z0: float) 
     ]
 
 
+PANEL_SIZE = (1.6, 1.1)  # width, height of the distractor panels [m]
 Box = tuple[float, float, float, float, float, float]  # (centre x, centre y, size x, size y, size z, base z) [m]
 
 
@@ -220,7 +221,8 @@ def make_layout(seed: int, variety: bool = True, distractor: bool = False,
     0-2 partitions from the walls, and boxes, tables and shelves; otherwise the default room. Nothing comes
     within ``margin`` [m] (in x, y) of the ellipse with semi-axes ``keepout`` [m] around the centre, nor inside
     it, so a trajectory on or inside that ellipse keeps its clearance. With ``distractor`` two identical
-    1.6 x 1.1 m panels hang on opposite walls (the same texture at two places: a place descriptor's trap).
+    1.6 x 1.1 m panels hang on opposite walls (the same texture at two places: a place descriptor's trap), and
+    no box stands in front of them.
     """
     rng = np.random.default_rng([int(seed), 5])
     if not variety:
@@ -236,8 +238,9 @@ def make_layout(seed: int, variety: bool = True, distractor: bool = False,
         walls = ("+y", "-y") if rng.random() < 0.5 or not variety else ("+x", "-x")
         half_len = hx if walls[0].endswith("y") else hy
         along = float(rng.uniform(-0.3, 0.3) * half_len)
-        z = min(1.45, size[2] - 0.7)
-        panels = [Panel(walls[0], along, z, (1.6, 1.1), share=0), Panel(walls[1], -along, z, (1.6, 1.1), share=0)]
+        pw, ph = PANEL_SIZE
+        z = min(1.45, size[2] - ph / 2 - 0.1)
+        panels = [Panel(walls[0], along, z, (pw, ph), share=0), Panel(walls[1], -along, z, (pw, ph), share=0)]
         # nothing may stand between a panel and the room: drop boxes in front of either
         keep = []
         for b in boxes:
@@ -247,9 +250,9 @@ def make_layout(seed: int, variety: bool = True, distractor: bool = False,
                 pb = pn.as_box(size)
                 px, py = pb[0], pb[1]
                 if pn.wall.endswith("y"):
-                    blocked |= abs(cx - px) < (sx + 1.6) / 2 + 0.2 and abs(cy - py) < sy / 2 + 1.2
+                    blocked |= abs(cx - px) < (sx + pw) / 2 + 0.2 and abs(cy - py) < sy / 2 + 1.2
                 else:
-                    blocked |= abs(cy - py) < (sy + 1.6) / 2 + 0.2 and abs(cx - px) < sx / 2 + 1.2
+                    blocked |= abs(cy - py) < (sy + pw) / 2 + 0.2 and abs(cx - px) < sx / 2 + 1.2
             if not blocked:
                 keep.append(b)
         boxes = keep
