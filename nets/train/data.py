@@ -10,7 +10,11 @@ worlds are never compared.
 Synthetic clips come from :func:`synth_clips`: for each seed, two traversals
 of the same textured room along different loops (radius, height, heading),
 rendered once with :func:`slam.synth.generate` into a cache folder and read
-back with the ordinary reader.
+back with the ordinary reader. With ``variety`` (the default) each seed is a
+different room (size, shape, furniture, texture families; a repeated-texture
+distractor in odd seeds) and the two traversals see it under different
+lighting (exposure gain, per-frame exposure jitter, a directional light from
+another direction), so a place descriptor must be invariant to lighting.
 """
 
 from __future__ import annotations
@@ -35,10 +39,30 @@ log = logging.getLogger(__name__)
 # so its views of a place differ from traversal "a"'s in position (up to ~0.5 m) and heading.
 SYNTH_RENDER = {"width": 160, "height": 120, "fx": 131.25, "fy": 131.25, "cx": 79.5, "cy": 59.5,
                 "stereo": False, "imu": False, "min_clearance_m": 0.5}
+SYNTH_CACHE_VERSION = 2  # 2: scene variety (room layouts, texture families, lighting) exists
 SYNTH_TRAVERSALS = {
     "a": {},
     "b": {"radius_x": 1.0, "radius_y": 0.65, "height_m": 1.2, "yaw_offset": 0.35, "pitch_mean": 0.2},
 }
+# Scene variety of the training rooms: objects stay clear of traversal a's loop (the "tiny" preset's 1.3 x 0.9 m
+# ellipse), so traversal b (inside it) is clear too.
+SYNTH_VARIETY = {"room_variety": True, "texture_variety": True, "layout_keepout": [1.3, 0.9]}
+
+
+def traversal_lighting(seed: int, traversal: str) -> dict:
+    """Lighting of traversal ``traversal`` of room ``seed`` (seeded): an exposure gain (a and b differ by a
+    factor 1.35 to 2, either way), per-frame exposure jitter of +-10 %, and a directional light of strength
+    0.2-0.5 from a random direction (a and b at least 90 deg apart in azimuth)."""
+    rng = np.random.default_rng([int(seed), 13])
+    gain_a = float(np.exp(rng.uniform(-0.3, 0.3)))
+    ratio = float(np.exp(rng.uniform(0.3, 0.7) * rng.choice([-1.0, 1.0])))
+    az_a = float(rng.uniform(0.0, 360.0))
+    az_b = az_a + float(rng.uniform(90.0, 270.0))
+    el = rng.uniform(15.0, 60.0, 2)
+    strength = rng.uniform(0.2, 0.5, 2)
+    i = 0 if traversal == "a" else 1
+    return {"exposure_gain": gain_a if i == 0 else gain_a * ratio, "exposure_jitter": 0.1,
+            "light_dir_strength": float(strength[i]), "light_dir_deg": [(az_a, az_b)[i] % 360.0, float(el[i])]}
 
 
 @dataclass
@@ -124,29 +148,36 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def synth_config(seed: int, traversal: str, with_depth: bool = False):
-    """The :class:`~slam.synth.SynthConfig` of synthetic traversal ``traversal`` ("a" or "b") of room ``seed``."""
+def synth_config(seed: int, traversal: str, with_depth: bool = False, variety: bool = True):
+    """The :class:`~slam.synth.SynthConfig` of synthetic traversal ``traversal`` ("a" or "b") of room ``seed``;
+    ``variety``: the room of the seed under the traversal's lighting (see :func:`traversal_lighting`), else
+    the fixed room under fixed lights."""
     from slam.synth import SynthConfig, preset
 
     base = preset("tiny")
     over = {**SYNTH_RENDER, **SYNTH_TRAVERSALS[traversal], "depth": bool(with_depth), "seed": int(seed),
             "name": f"tiny-s{seed}-{traversal}"}
+    if variety:
+        over.update(SYNTH_VARIETY, distractor=bool(seed % 2), **traversal_lighting(seed, traversal),
+                    name=f"varied-s{seed}-{traversal}")
     return SynthConfig.from_dict(over, base=base)
 
 
-def render_synth(seed: int, cache_dir: str | Path, with_depth: bool = False) -> list[Path]:
+def render_synth(seed: int, cache_dir: str | Path, with_depth: bool = False, variety: bool = True) -> list[Path]:
     """Folders of the traversals of room ``seed`` under ``cache_dir``, rendered on first use.
 
-    The folder name carries a hash of the config, so a changed generator setting renders anew; a folder is
-    complete when its ``.done`` marker exists (an interrupted render is redone).
+    The folder name carries a hash of the config and of :data:`SYNTH_CACHE_VERSION` (raised when the generator
+    renders the same config differently), so a changed setting or renderer renders anew; a folder is complete
+    when its ``.done`` marker exists (an interrupted render is redone).
     """
     from slam.synth import SynthSequence, generate
 
     cache_dir = Path(cache_dir)
     out, scene = [], None
     for trav in SYNTH_TRAVERSALS:
-        cfg = synth_config(seed, trav, with_depth)
-        key = hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+        cfg = synth_config(seed, trav, with_depth, variety)
+        key = hashlib.sha1(json.dumps({"config": cfg.to_dict(), "version": SYNTH_CACHE_VERSION},
+                                      sort_keys=True).encode()).hexdigest()[:8]
         folder = cache_dir / f"{cfg.name}-{key}"
         if not (folder / ".done").is_file():
             seq = SynthSequence(cfg, scene=scene)  # traversals of one room share its textures
@@ -158,11 +189,12 @@ def render_synth(seed: int, cache_dir: str | Path, with_depth: bool = False) -> 
 
 
 def synth_clips(seeds: list[int], cache_dir: str | Path, size_wh: tuple[int, int],
-                with_depth: bool = False) -> list[Clip]:
-    """Two clips (traversals a and b, one world) per synthetic room ``seed``, rendered into ``cache_dir`` once."""
+                with_depth: bool = False, variety: bool = True) -> list[Clip]:
+    """Two clips (traversals a and b, one world) per synthetic room ``seed``, rendered into ``cache_dir`` once;
+    ``variety``: varied rooms and lighting (see :func:`synth_config`)."""
     clips = []
     for seed in seeds:
-        for folder in render_synth(seed, cache_dir, with_depth):
+        for folder in render_synth(seed, cache_dir, with_depth, variety):
             clips.append(load_clip(folder, size_wh, world=f"synth-{seed}", with_depth=with_depth))
     return clips
 

@@ -31,6 +31,15 @@ class SynthConfig:
     # --- scene
     texels_per_m: float = 250.0  # texture resolution on every surface [texels / m]
     shape_density: float = 250.0  # random shapes drawn per square metre of surface
+    # --- scene variety (all off by default: the fixed 8 x 6 x 3 m room, one texture family, fixed lights)
+    room_variety: bool = False  # per-seed room size, corner blocks (L shapes), partitions, boxes/tables/shelves
+    texture_variety: bool = False  # per-quad texture family (shapes, stripes, bricks, tiles, noise, blobs)
+    distractor: bool = False  # two identical textured panels on opposite walls (repeated-texture trap)
+    layout_keepout: tuple[float, float] = (1.7, 1.1)  # objects stay min_clearance_m + 0.2 outside this ellipse [m]
+    exposure_gain: float = 1.0  # global image gain of the whole sequence (exposure) [-]
+    exposure_jitter: float = 0.0  # per-frame gain factor exp(U(-j, j)) on top [-]
+    light_dir_strength: float = 0.0  # directional light: pixel gain 1 + s (n . l) [-]; 0 = off
+    light_dir_deg: tuple[float, float] = (45.0, 30.0)  # its azimuth (from +x to +y) and elevation [deg]
     # --- trajectory (ellipse around the room centre, one loop over the sequence)
     loop_period_s: float | None = None  # duration of one loop [s]; None = the sequence duration num_frames / fps
     radius_x: float = 1.7  # ellipse semi-axis along world x [m]
@@ -138,6 +147,10 @@ class SynthConfig:
             raise DataError(source, "start_time must be >= 0")
         if self.stereo and self.stereo_baseline <= 0:
             raise DataError(source, "stereo_baseline must be positive")
+        if self.exposure_gain <= 0 or self.exposure_jitter < 0 or not 0 <= self.light_dir_strength <= 1:
+            raise DataError(source, "exposure_gain must be > 0, exposure_jitter >= 0, light_dir_strength in [0, 1]")
+        if len(self.layout_keepout) != 2 or min(self.layout_keepout) <= 0:
+            raise DataError(source, "layout_keepout must be two positive semi-axes [m]")
 
 
 # Named presets: overrides of the defaults. Each fixes its loop period, so changing num_frames
@@ -148,6 +161,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "demo": {"name": "demo", "num_frames": 300, "loop_period_s": 10.0},
     # one 20 s loop
     "loop600": {"name": "loop600", "num_frames": 600, "loop_period_s": 20.0},
+    # loop600 with a repeated-texture distractor: the same poster on two opposite walls
+    "loop600_distractor": {"name": "loop600_distractor", "num_frames": 600, "loop_period_s": 20.0,
+                           "distractor": True},
+    # 600 frames along half of the loop600 ellipse (40 s period): the camera never comes back to a place
+    "noloop600": {"name": "noloop600", "num_frames": 600, "loop_period_s": 40.0},
     # for tests: small, quick, 4 s loop at 10 Hz
     "tiny": {
         "name": "tiny",

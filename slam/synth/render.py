@@ -16,7 +16,7 @@ import numpy as np
 import open3d as o3d
 
 from slam.geometry.camera import PinholeCamera
-from slam.synth.scene import Quad, scene_quads
+from slam.synth.scene import Quad, RoomLayout, scene_quads
 from slam.synth.texture import MIP_LEVELS, TextureAtlas, build_atlas
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,9 @@ log = logging.getLogger(__name__)
 class SyntheticScene:
     """The textured room, ready to render from any camera pose.
 
-    ``seed`` picks the textures; the geometry is fixed (see :mod:`slam.synth.scene`).
+    ``seed`` picks the textures; the geometry is ``layout`` (default: the fixed room of
+    :mod:`slam.synth.scene`) or the given ``quads``; ``texture_families`` draws each quad's texture from
+    several procedural families instead of the one shapes texture.
     """
 
     def __init__(
@@ -34,10 +36,13 @@ class SyntheticScene:
         texels_per_m: float = 250.0,
         shape_density: float = 250.0,
         quads: list[Quad] | None = None,
+        layout: RoomLayout | None = None,
+        texture_families: bool = False,
     ):
-        self.quads = scene_quads() if quads is None else quads
+        self.layout = layout
+        self.quads = scene_quads(layout) if quads is None else quads
         self.atlas: TextureAtlas = build_atlas(
-            self.quads, np.random.default_rng([int(seed), 1]), texels_per_m, shape_density
+            self.quads, np.random.default_rng([int(seed), 1]), texels_per_m, shape_density, families=texture_families
         )
         verts, tris, tri_quad = [], [], []
         for qi, q in enumerate(self.quads):
@@ -98,12 +103,16 @@ class SyntheticScene:
 
     # -------------------------------------------------------------- render
     def render(
-        self, T_w_c: np.ndarray, camera: PinholeCamera, with_depth: bool = True
+        self, T_w_c: np.ndarray, camera: PinholeCamera, with_depth: bool = True,
+        light_dir_w: np.ndarray | None = None, light_strength: float = 0.0,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Render the view of camera ``camera`` at pose ``T_w_c`` (camera -> world).
 
         Returns RGB (H, W, 3) uint8 and z-depth (H, W) float32 metres (0 where no surface
         was hit), or None for the depth when ``with_depth`` is False. Noise-free.
+        With ``light_strength`` s > 0 a directional light towards unit ``light_dir_w`` (world, pointing to
+        the light) scales each pixel by ``1 + s (n . l)`` (n: its surface normal), clipped to [0, 2]; the
+        baked point-light shading stays.
         """
         H, W = camera.height, camera.width
         R = np.asarray(T_w_c[:3, :3], dtype=np.float32)
@@ -124,6 +133,11 @@ class SyntheticScene:
         footprint = (k * t) * dn / np.sqrt(np.maximum(cos_inc, np.float32(0.02)))
         lam = np.clip(np.log2(np.maximum(footprint, np.float32(1e-6))), 0.0, MIP_LEVELS - 1.0)
         rgb = self._sample(mx.reshape(H, W), my.reshape(H, W), lam.reshape(H, W))
+        if light_strength > 0.0:
+            lw = np.asarray(light_dir_w, np.float32) / np.float32(np.linalg.norm(light_dir_w))
+            ndotl = g[8] * lw[0] + g[9] * lw[1] + g[10] * lw[2]
+            gain = np.clip(1.0 + np.float32(light_strength) * ndotl, 0.0, 2.0).reshape(H, W, 1)
+            rgb = np.clip(rgb.astype(np.float32) * gain + 0.5, 0, 255).astype(np.uint8)
         depth = t.reshape(H, W) if with_depth else None
         return rgb, depth
 

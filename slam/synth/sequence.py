@@ -21,13 +21,28 @@ from slam.synth.config import SynthConfig
 from slam.synth.imu import ImuData, ImuNoise, synthesize
 from slam.synth.noise import DepthNoise, apply_depth_noise, apply_image_noise
 from slam.synth.render import SyntheticScene
-from slam.synth.scene import clearance
+from slam.synth.scene import DEFAULT_LAYOUT, RoomLayout, clearance, make_layout
 from slam.synth.trajectory import LoopTrajectory
 
 log = logging.getLogger(__name__)
 
 _STREAM_FRAME = 2
 _STREAM_IMU = 3
+_STREAM_EXPOSURE = 4
+
+
+def scene_layout(cfg: SynthConfig) -> RoomLayout:
+    """The room of ``cfg``: per seed with ``room_variety`` and/or ``distractor``, else the default room."""
+    if not cfg.room_variety and not cfg.distractor:
+        return DEFAULT_LAYOUT
+    return make_layout(cfg.seed, variety=cfg.room_variety, distractor=cfg.distractor,
+                       keepout=tuple(cfg.layout_keepout), margin=cfg.min_clearance_m + 0.2)
+
+
+def light_direction(azimuth_deg: float, elevation_deg: float) -> np.ndarray:
+    """Unit world vector towards a light at ``azimuth_deg`` (from +x towards +y) and ``elevation_deg`` (up)."""
+    az, el = np.radians(azimuth_deg), np.radians(elevation_deg)
+    return np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
 
 
 @dataclass
@@ -48,6 +63,11 @@ class SynthFrame:
     @property
     def t_ns(self) -> int:
         return self.t_us * 1000
+
+
+def apply_gain(rgb: np.ndarray, gain: float) -> np.ndarray:
+    """``rgb`` (uint8) times ``gain``, rounded and clipped to 0..255 (a global exposure change)."""
+    return np.clip(rgb.astype(np.float32) * np.float32(gain) + 0.5, 0, 255).astype(np.uint8)
 
 
 class SynthSequence:
@@ -78,8 +98,28 @@ class SynthSequence:
     @property
     def scene(self) -> SyntheticScene:
         if self._scene is None:
-            self._scene = SyntheticScene(self.cfg.seed, self.cfg.texels_per_m, self.cfg.shape_density)
+            c = self.cfg
+            layout = scene_layout(c)
+            self._scene = SyntheticScene(c.seed, c.texels_per_m, c.shape_density,
+                                         layout=None if layout is DEFAULT_LAYOUT else layout,
+                                         texture_families=c.texture_variety)
         return self._scene
+
+    @property
+    def layout(self) -> RoomLayout:
+        """The room the scene was built from (the scene's own when one was passed in)."""
+        lay = getattr(self._scene, "layout", None) if self._scene is not None else None
+        return lay if lay is not None else scene_layout(self.cfg)
+
+    def exposure(self, i: int) -> float:
+        """Global gain of frame ``i``: ``exposure_gain`` times a per-frame log-uniform factor in
+        ``exp(+-exposure_jitter)`` (seeded per frame)."""
+        c = self.cfg
+        gain = float(c.exposure_gain)
+        if c.exposure_jitter > 0.0:
+            rng = np.random.default_rng([int(c.seed), _STREAM_EXPOSURE, int(i)])
+            gain *= float(np.exp(rng.uniform(-c.exposure_jitter, c.exposure_jitter)))
+        return gain
 
     def __len__(self) -> int:
         return self.cfg.num_frames
@@ -91,7 +131,7 @@ class SynthSequence:
         pts = [T_w_b[:, :3, 3], T_w_c[:, :3, 3]]
         if self.cfg.stereo:
             pts.append((T_w_c @ self.T_l_r)[:, :3, 3])
-        return float(clearance(np.concatenate(pts)).min())
+        return float(clearance(np.concatenate(pts), self.layout).min())
 
     def motion_summary(self) -> dict[str, float]:
         """Peak body speed [m/s], angular rate [deg/s] and acceleration [m/s^2], and per-frame motion."""
@@ -108,8 +148,15 @@ class SynthSequence:
         with_depth = cfg.depth if with_depth is None else with_depth
         with_right = cfg.stereo if with_right is None else with_right
         T = self.T_w_c[i]
-        rgb, depth = self.scene.render(T, self.camera, with_depth=with_depth)
-        right = self.scene.render(T @ self.T_l_r, self.camera, with_depth=False)[0] if with_right else None
+        light = {}
+        if cfg.light_dir_strength > 0.0:
+            light = {"light_dir_w": light_direction(*cfg.light_dir_deg), "light_strength": cfg.light_dir_strength}
+        rgb, depth = self.scene.render(T, self.camera, with_depth=with_depth, **light)
+        right = self.scene.render(T @ self.T_l_r, self.camera, with_depth=False, **light)[0] if with_right else None
+        gain = self.exposure(i)
+        if gain != 1.0:
+            rgb = apply_gain(rgb, gain)
+            right = apply_gain(right, gain) if right is not None else None
         if cfg.noise:
             rng = np.random.default_rng([int(cfg.seed), _STREAM_FRAME, int(i)])
             rgb = apply_image_noise(rgb, cfg.image_noise_std, rng)

@@ -3,7 +3,11 @@
 Every quad gets its own non-repeating texture (seeded): multi-scale colour
 noise under many random shapes (rectangles, discs, rings, lines, polygons,
 text) of sizes from about 1 cm to 25 cm, then a fine grain on top so no
-region is uniform. Lambertian shading from fixed point lights is baked into
+region is uniform. With ``families`` each quad instead draws one of several
+texture families (:data:`FAMILIES`: the shapes above, stripes, bricks,
+tiles, colour noise, soft blobs) at a random scale in a random palette.
+Quads with the same ``share`` id get one texture (a repeated-texture
+distractor). Lambertian shading from fixed point lights is baked into
 the texels, so the rendered colour of a surface point does not depend on the
 viewpoint (photometric consistency between frames).
 """
@@ -33,6 +37,7 @@ PALETTES: dict[str, list[tuple[int, int, int]]] = {
     "floor": [(150, 105, 70), (120, 90, 60), (170, 130, 90), (110, 110, 105)],
     "wall": [(215, 205, 180), (180, 200, 215), (200, 215, 185), (225, 195, 185), (190, 185, 210)],
     "ceiling": [(225, 225, 220), (210, 215, 220)],
+    "panel": [(230, 230, 225), (40, 40, 45), (200, 180, 120)],
     "box": [(200, 70, 50), (60, 120, 190), (70, 160, 80), (210, 170, 60), (140, 80, 160), (90, 90, 95), (190, 120, 60)],
 }
 _TEXT_CHARS = "ABCDEFGHJKLMNPQRSTUVWXYZ0123456789#%&@"
@@ -61,6 +66,8 @@ def _draw_shapes(img: np.ndarray, rng: np.random.Generator, sizes_px: np.ndarray
     """Draw one random shape per entry of ``sizes_px`` (diameter in texels), in that order."""
     h, w = img.shape[:2]
     n = len(sizes_px)
+    if n == 0:
+        return
     # all random parameters drawn in bulk (fast, and the stream order stays fixed)
     cols = _random_colours(rng, n)
     cols2 = _random_colours(rng, n)
@@ -129,6 +136,90 @@ def quad_texture(quad: Quad, rng: np.random.Generator, texels_per_m: float, shap
     return np.clip(img.astype(np.float32) + grain, 0, 255).astype(np.uint8)
 
 
+FAMILIES = ("shapes", "stripes", "bricks", "tiles", "noise", "blobs")
+
+
+def _palette(rng: np.random.Generator, n: int) -> np.ndarray:
+    """(n, 3) float32 RGB colours around one random hue (harmonious, varied in value)."""
+    hsv = np.empty((1, n, 3), np.uint8)
+    hue = rng.uniform(0, 180)
+    hsv[0, :, 0] = (hue + rng.normal(0, 12, n)) % 180
+    hsv[0, :, 1] = rng.uniform(0.1, 0.8) * 255 * rng.uniform(0.7, 1.0, n)
+    hsv[0, :, 2] = rng.uniform(0.25, 0.95, n) * 255
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0].astype(np.float32)
+
+
+def family_texture(family: str, h: int, w: int, rng: np.random.Generator, texels_per_m: float) -> np.ndarray:
+    """(h, w, 3) float32 RGB texture of one procedural ``family`` (not "shapes") at a random scale [0..255]."""
+    tpm = texels_per_m
+    cols = _palette(rng, 4)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    if family == "stripes":
+        period = rng.uniform(0.04, 0.4) * tpm  # 4 to 40 cm
+        ang = rng.choice([0.0, np.pi / 2, rng.uniform(0, np.pi)])
+        t = (xx * np.cos(ang) + yy * np.sin(ang)) / period
+        duty = rng.uniform(0.2, 0.8)
+        band = (t % 1.0 < duty).astype(np.float32)
+        img = cols[0] * band[..., None] + cols[1] * (1 - band[..., None])
+        if rng.random() < 0.5:  # every third band in an accent colour
+            accent = ((np.floor(t) % 3) == 0) & (band > 0)
+            img = np.where(accent[..., None], cols[2], img)
+    elif family in ("bricks", "tiles"):
+        if family == "bricks":
+            bw, bh = rng.uniform(0.15, 0.35) * tpm, rng.uniform(0.05, 0.12) * tpm
+        else:
+            bw = rng.uniform(0.08, 0.6) * tpm
+            bh = bw * rng.choice([1.0, 1.0, 0.5, 2.0])
+        gap = max(1.0, rng.uniform(0.005, 0.02) * tpm)
+        row = np.floor(yy / bh)
+        shift = (row % 2) * 0.5 * bw if family == "bricks" else 0.0
+        col = np.floor((xx + shift) / bw)
+        fx, fy = (xx + shift) - col * bw, yy - row * bh
+        mortar = (fx < gap) | (fy < gap)
+        n_cell = (int(np.ceil(h / bh)) + 2) * (int(np.ceil(w / bw)) + 3)
+        jitter = rng.normal(0, 14, (n_cell, 3)).astype(np.float32)
+        cid = ((row.astype(np.int64) * (int(np.ceil(w / bw)) + 3) + col.astype(np.int64) + 1) % n_cell)
+        checker = ((row + col) % 2).astype(np.float32)[..., None] if family == "tiles" and rng.random() < 0.4 else 0
+        img = cols[0] + jitter[cid] + (cols[1] - cols[0]) * checker
+        img = np.where(mortar[..., None], cols[2], img)
+    elif family == "noise":
+        a = _smooth_noise(rng, h, w, rng.uniform(0.02, 0.3) * tpm, 1)
+        b = _smooth_noise(rng, h, w, rng.uniform(0.005, 0.05) * tpm, 1)
+        m = np.clip(0.5 + 0.35 * a + 0.2 * b, 0, 1)
+        img = cols[0] * m + cols[1] * (1 - m)
+    elif family == "blobs":
+        img = np.broadcast_to(cols[0], (h, w, 3)).copy()
+        r_m = rng.uniform(0.03, 0.25)
+        n = int(np.clip(rng.poisson(w * h / (tpm * tpm) / (r_m * r_m) * 0.6), 1, 4000))
+        for _ in range(n):
+            c = tuple(float(v) for v in cols[1 + int(rng.integers(0, 3))] + rng.normal(0, 10, 3))
+            r = max(2, int(rng.uniform(0.5, 1.5) * r_m * tpm))
+            cv2.circle(img, (int(rng.uniform(0, w)), int(rng.uniform(0, h))), r, c, -1, cv2.LINE_AA)
+        img = cv2.GaussianBlur(img, (0, 0), max(0.5, rng.uniform(0.0, 0.3) * r_m * tpm))
+    else:
+        raise ValueError(f"unknown texture family {family!r}; choose one of {', '.join(FAMILIES)}")
+    return np.asarray(img, np.float32)
+
+
+def varied_texture(quad: Quad, rng: np.random.Generator, texels_per_m: float, shape_density: float) -> np.ndarray:
+    """(h, w, 3) uint8 RGB texture of ``quad`` (unlit) from a random family of :data:`FAMILIES`; a panel
+    always gets the dense "shapes" family (a distinctive poster)."""
+    family = "shapes" if quad.kind == "panel" else FAMILIES[int(rng.integers(0, len(FAMILIES)))]
+    if family == "shapes":
+        return quad_texture(quad, rng, texels_per_m, shape_density * float(rng.uniform(0.3, 1.5)))
+    wm, hm = quad.size_m
+    w, h = max(4, math.ceil(wm * texels_per_m)), max(4, math.ceil(hm * texels_per_m))
+    img = family_texture(family, h, w, rng, texels_per_m)
+    img = img + 12.0 * _smooth_noise(rng, h, w, 0.2 * texels_per_m, 1)  # large-scale dirt
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    n = int(rng.poisson(0.1 * shape_density * wm * hm)) if rng.random() < 0.4 else 0
+    if n > 0:  # a few marks on top
+        sizes = np.sort(np.exp(rng.uniform(np.log(0.02), np.log(0.25), n)) * texels_per_m)[::-1]
+        _draw_shapes(img, rng, np.maximum(sizes, 3.0))
+    grain = 6.0 * _smooth_noise(rng, h, w, 2.0, 1) + 4.0 * rng.standard_normal((h, w, 1), dtype=np.float32)
+    return np.clip(img.astype(np.float32) + grain, 0, 255).astype(np.uint8)
+
+
 def shading(points_w: np.ndarray, normal_w: np.ndarray) -> np.ndarray:
     """Lambertian irradiance factor in [AMBIENT, 1] at world points with a common normal (view-independent)."""
     shade = np.full(points_w.shape[:-1], AMBIENT, dtype=np.float64)
@@ -169,11 +260,29 @@ class TextureAtlas:
     texels_per_m: float
 
 
-def build_atlas(quads: list[Quad], rng: np.random.Generator, texels_per_m: float, shape_density: float) -> TextureAtlas:
-    """Generate, light and pack the textures of ``quads`` (shelf packing) and build the mip pyramid."""
+def build_atlas(quads: list[Quad], rng: np.random.Generator, texels_per_m: float, shape_density: float,
+                families: bool = False) -> TextureAtlas:
+    """Generate, light and pack the textures of ``quads`` (shelf packing) and build the mip pyramid.
+
+    ``families``: each quad's texture from a random family (:func:`varied_texture`), else the shapes texture.
+    Quads with the same ``share`` id >= 0 reuse the first one's unlit texture (cropped or reflected to size).
+    """
     tiles = []
+    shared: dict[int, np.ndarray] = {}
     for q in quads:
-        tex = _lit(quad_texture(q, rng, texels_per_m, shape_density), q, texels_per_m)
+        if q.share >= 0 and q.share in shared:
+            raw = shared[q.share]
+            wm, hm = q.size_m
+            w, h = max(4, math.ceil(wm * texels_per_m)), max(4, math.ceil(hm * texels_per_m))
+            if raw.shape[:2] != (h, w):
+                raw = cv2.copyMakeBorder(raw, 0, max(0, h - raw.shape[0]), 0, max(0, w - raw.shape[1]),
+                                         cv2.BORDER_REFLECT_101)[:h, :w]
+        else:
+            make = varied_texture if families else quad_texture
+            raw = make(q, rng, texels_per_m, shape_density)
+            if q.share >= 0:
+                shared[q.share] = raw
+        tex = _lit(raw, q, texels_per_m)
         tiles.append(cv2.copyMakeBorder(tex, GUTTER, GUTTER, GUTTER, GUTTER, cv2.BORDER_REFLECT_101))
     width = max(ATLAS_WIDTH, max(t.shape[1] for t in tiles))
     order = sorted(range(len(tiles)), key=lambda i: -tiles[i].shape[0])

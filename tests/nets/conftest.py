@@ -1,4 +1,9 @@
-"""Tiny synthetic rooms for the training tests, rendered once per session (two traversals per seed)."""
+"""Tiny synthetic rooms for the training tests, rendered once per session (two traversals per seed).
+
+The rooms are varied (layout, textures, lighting that differs between the two traversals of a room), so a net
+must generalise to rooms it never saw: six training rooms are the fewest where the tiny net beats the
+untrained one clearly (with three it did not: 41 % vs 38 % recall@1).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,8 @@ import pytest
 from nets.train.data import synth_clips
 
 TINY_WH = (64, 48)  # NetVLAD's "tiny" input size
-TRAIN_SEEDS = (0, 1, 2)
-HELD_OUT_SEEDS = (3,)
+TRAIN_SEEDS = (0, 1, 2, 3, 4, 5)
+HELD_OUT_SEEDS = (6, 7)
 
 
 @pytest.fixture(scope="session")

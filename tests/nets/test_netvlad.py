@@ -108,12 +108,13 @@ def test_positives_negatives_and_recall_from_poses():
 
 
 def test_training_beats_random_and_untrained_on_held_out_rooms(train_clips, held_out_clips, tmp_path):
-    # Two epochs, seed 1: the tiny net is noisy to train (seed 0 after 3 epochs was no better than untrained
-    # on this room; after 4 it was 40 % vs 25 %); the small size in benchmarks/netvlad.py is steadier.
-    settings = TrainSettings(epochs=2, seed=1, device="cpu", size="tiny", progress=False)
+    # Four epochs, seed 0, on six varied rooms; held out: two other rooms, each traversal under other lighting.
+    # Measured: trained 64 %, untrained 44 %, ORB-VLAD 24 %, random 10 % recall@1 (160 queries).
+    settings = TrainSettings(epochs=4, seed=0, device="cpu", size="tiny", progress=False)
     sidecar = train("netvlad", train_clips, tmp_path / "nv.pt", settings, val_clips=held_out_clips)
     m = sidecar["metrics"]
-    assert m["evaluated_on"] == "held-out clips" and m["queries"] >= 40
+    assert m["evaluated_on"] == "held-out clips" and m["queries"] >= 100
     r1 = m["netvlad"]["recall@1"]
-    assert r1 > m["random"]["recall@1"] + 0.15, m
+    assert r1 > m["random"]["recall@1"] + 0.3, m
     assert r1 > m["untrained_netvlad"]["recall@1"] + 0.1, m
+    assert r1 > m["orb_vlad"]["recall@1"], m
