@@ -110,10 +110,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     place = p.add_argument_group("place recognition (loop closing, relocalisation)")
     place.add_argument("--place", choices=PLACES, default="auto",
-                       help="auto (default): NetVLAD when a checkpoint or --infer server is configured, else ORB-VLAD")
+                       help="auto (default): NetVLAD when --place-checkpoint or an --infer server serving it is given, "
+                            "else ORB-VLAD; netvlad: also the shipped nets/checkpoints/netvlad.pt")
     place.add_argument("--place-checkpoint", type=Path, metavar="CKPT",
                        help="NetVLAD checkpoint (with its CKPT.json sidecar) for in-process inference "
-                            "(default: nets/checkpoints/netvlad.pt when it exists)")
+                            "(--place netvlad without it: nets/checkpoints/netvlad.pt)")
     place.add_argument("--infer", default=IN_PROCESS, metavar="ENDPOINT|in-process",
                        help="where NetVLAD runs: in-process (default) or the endpoint of a running slam-infer, "
                             "e.g. ipc:///tmp/slam/infer")

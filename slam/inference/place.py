@@ -50,7 +50,10 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "nets" / "checkpoints
 class PlaceSettings:
     """How the run describes places (``slam-run --place ... --place-checkpoint ... --infer ...``)."""
 
-    place: str = "auto"  # auto: NetVLAD when a checkpoint or server is configured, else ORB-VLAD; or force one
+    # auto: NetVLAD when a checkpoint is given or a server serves one, else ORB-VLAD; or force one. The shipped
+    # checkpoint (trained on synthetic rooms only) is used by "netvlad", not by "auto": on the real KITTI clip
+    # it retrieves worse than ORB-VLAD (benchmarks/results/netvlad.md)
+    place: str = "auto"
     checkpoint: str | None = None  # NetVLAD checkpoint (+ .json sidecar); default: nets/checkpoints/netvlad.pt
     infer: str = IN_PROCESS  # "in-process", or the endpoint of a slam-infer serving NetVLAD (ipc://, tcp://)
     server_serves_netvlad: bool | None = None  # infer at an endpoint: it serves a trained NetVLAD (None: unknown)
@@ -197,8 +200,8 @@ def make_place_describer(settings: PlaceSettings | None = None) -> PlaceDescribe
     """The place describer factory ``settings`` call for (``Callable[[], PlaceDescriber]``), logged with why.
 
     * ``orb-vlad``: ORB-VLAD.
-    * ``infer`` in-process: NetVLAD from ``checkpoint`` (or ``nets/checkpoints/netvlad.pt`` when it exists),
-      loaded now; without one ``auto`` gives ORB-VLAD and ``netvlad`` is an error.
+    * ``infer`` in-process: NetVLAD from ``checkpoint``, loaded now; without one ``netvlad`` takes
+      ``nets/checkpoints/netvlad.pt`` (an error when there is none) and ``auto`` gives ORB-VLAD.
     * ``infer`` an endpoint: NetVLAD from that ``slam-infer`` (``auto``: only when ``server_serves_netvlad``).
       If no usable descriptor comes back within ``probe_s`` (server absent, no or untrained
       NetVLAD there) the run goes on with ORB-VLAD and says why.
@@ -216,7 +219,9 @@ def make_place_describer(settings: PlaceSettings | None = None) -> PlaceDescribe
             known = "is not configured with" if s.server_serves_netvlad is False else "is not known to serve"
             return _orb_vlad(f"the inference server at {s.infer} {known} a trained NetVLAD; place netvlad asks it")
         return _netvlad_at(s)
-    ckpt = s.checkpoint or (str(DEFAULT_CHECKPOINT) if DEFAULT_CHECKPOINT.is_file() else None)
+    ckpt = s.checkpoint
+    if ckpt is None and s.place == "netvlad" and DEFAULT_CHECKPOINT.is_file():
+        ckpt = str(DEFAULT_CHECKPOINT)
     if ckpt is None:
         if s.place == "netvlad":
             raise DataError(None, "place recognition netvlad needs a NetVLAD checkpoint (--place-checkpoint CKPT; "

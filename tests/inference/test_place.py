@@ -161,10 +161,14 @@ def test_factory_uses_orb_vlad_without_a_checkpoint_and_says_so(monkeypatch, cap
     assert make_place_describer(PlaceSettings(infer="ipc:///nowhere/infer")).name == "orb-vlad"
 
 
-def test_factory_picks_the_shipped_checkpoint_when_there_is_one(monkeypatch, tiny_checkpoint):
+def test_netvlad_takes_the_shipped_checkpoint_auto_does_not(monkeypatch, tiny_checkpoint):
     monkeypatch.setattr(place_mod, "DEFAULT_CHECKPOINT", tiny_checkpoint)
-    factory = make_place_describer(PlaceSettings())
+    factory = make_place_describer(PlaceSettings(place="netvlad"))
     assert (factory.name, factory.checkpoint, factory.dim) == ("netvlad", str(tiny_checkpoint), TINY_DIM)
+    # auto keeps ORB-VLAD unless a checkpoint is given: the shipped one is trained on synthetic rooms only
+    assert make_place_describer(PlaceSettings()).name == "orb-vlad"
+    given = make_place_describer(PlaceSettings(checkpoint=str(tiny_checkpoint)))
+    assert (given.name, given.checkpoint) == ("netvlad", str(tiny_checkpoint))
 
 
 def test_untrained_netvlad_at_a_server_is_not_used(caplog):
