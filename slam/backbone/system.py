@@ -3,7 +3,7 @@
     system = System(sequence.camera, "rgbd", SlamConfig(), stereo=sequence.stereo)
     for frame in sequence:
         result = system.process(frame)      # tracking, in the caller's thread
-    system.shutdown()                       # drains local mapping
+    system.shutdown()                       # drains local mapping and loop closing (and its global BA)
     system.trajectory()                     # T_w_c of every tracked frame, after BA corrections
 
 Each frame's pose is kept relative to its reference keyframe, so corrections
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,9 @@ import numpy as np
 from slam.backbone.config import SlamConfig
 from slam.geometry import PinholeCamera, inv_pose
 from slam.backbone.local_mapping import LocalMapper
+from slam.backbone.loop.keyframe_database import KeyFrameDatabase
+from slam.backbone.loop.loop_closing import LoopCloser
+from slam.backbone.loop.place import OrbVladDescriber, PlaceDescriber
 from slam.backbone.map.map import Map
 from slam.records import Frame, StereoRig
 from slam.backbone.frontend.tracking import FrameResult, State, Tracker
@@ -93,8 +97,16 @@ def warm_up_kernels() -> None:
 
 
 class System:
+    """Tracking (in the caller's thread), local mapping and loop closing (threads), one map.
+
+    ``place_describer``: makes the loop closer's place describer (None: :class:`OrbVladDescriber`);
+    ``system.places`` is the keyframe database of their descriptors, shared with relocalisation.
+    ``threaded=False`` runs local mapping and loop closing inside :meth:`process` (deterministic).
+    """
+
     def __init__(self, camera: PinholeCamera, mode: str, cfg: SlamConfig | None = None,
-                 stereo: StereoRig | None = None, threaded: bool = True):
+                 stereo: StereoRig | None = None, threaded: bool = True,
+                 place_describer: Callable[[], PlaceDescriber] | None = None):
         self.cfg = cfg or SlamConfig()
         self.mode = mode
         self.camera = camera
@@ -108,9 +120,22 @@ class System:
                                mapper_accepts=self._mapper_accepts)
         self.mapper = LocalMapper(self.map, camera, mode, self.cfg, self.tracker.extractor, self.tracker.bf,
                                   self.tracker.disp_inv_sigma2)
+        self.loop_closer: LoopCloser | None = None
+        describer = (place_describer or OrbVladDescriber)()
+        self.places = KeyFrameDatabase(describer.dim)
+        if self.cfg.loop.enabled:
+            self.loop_closer = LoopCloser(self.map, camera, mode, self.cfg, self.places, describer,
+                                          self.tracker.extractor, self.tracker.bf, self.tracker.disp_inv_sigma2,
+                                          pause_mapping=self._pause_mapping, resume_mapping=self._resume_mapping,
+                                          threaded=threaded)
+            self.mapper.keyframe_done = self.loop_closer.insert
+        else:
+            describer.close()
         warm_up_kernels()
         if threaded:
             self.mapper.start()
+            if self.loop_closer is not None:
+                self.loop_closer.start()
         self.records: list[_FrameRecord] = []
         self.results: list[FrameResult] = []
         self.keyframe_maps: dict[int, int] = {}  # keyframe id -> map id
@@ -122,6 +147,13 @@ class System:
             return self.mapper.insert(kf)
         self.mapper.process(kf)  # single-threaded (tests, debugging): map synchronously
         return True
+
+    def _pause_mapping(self) -> bool:
+        return self.mapper.pause() if self.threaded else True
+
+    def _resume_mapping(self) -> None:
+        if self.threaded:
+            self.mapper.resume()
 
     def _mapper_idle(self) -> bool:
         return self.mapper.idle() if self.threaded else True
@@ -161,6 +193,12 @@ class System:
         return self.mapper.wait_backlog(max_backlog, timeout) if self.threaded else True
 
     def shutdown(self) -> None:
+        """Finish the queued keyframes (local mapping, then loop closing and a running global BA) and stop."""
+        if self.threaded:
+            self.mapper.wait_backlog(0, 60.0)
+        if self.loop_closer is not None:
+            self.loop_closer.stop(drain=True)
+            self.loop_closer.describer.close()
         if self.threaded:
             self.mapper.stop(drain=True)
 
