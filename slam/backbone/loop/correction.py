@@ -132,6 +132,10 @@ def correct_and_fuse(map_: Map, kf: KeyFrame, loop: LoopMatch, camera, bf: float
     covis = {(a, b): w for a, f in map_.keyframes.items() for b, w in f.connections.items() if a < b}
     loops = {(min(a, b), max(a, b)) for a, f in map_.keyframes.items() for b in f.loop_edges if b in map_.keyframes}
     edges = essential_graph(parent, covis, loops)
+    # the new loop connections are measured on the corrected poses only (ORB-SLAM inserts them first):
+    # their covisibility edges, measured before the correction, would pull the drift back in
+    new_pairs = {(min(a, b), max(a, b)) for a, b in new_loop}
+    edges = [e for e in edges if (e[0], e[1]) not in new_pairs]
     component = _component(kf.id, edges + [(a, b, "new_loop") for a, b in new_loop])
     T_before = {k: T for k, T in T_before.items() if k in component and k in map_.keyframes}
     edges = [e for e in edges if e[0] in T_before and e[1] in T_before]
