@@ -94,6 +94,7 @@ class LoopConfig:
     min_inliers: int = 20  # RANSAC + refinement inliers to accept the transform (ORB-SLAM: 20)
     min_projected_matches: int = 40  # guided matches of the loop group's points to accept the loop (ORB-SLAM: 40)
     projection_radius_px: float = 10.0  # guided matching search window (x scale factor of the level; ORB-SLAM: 10)
+    refine_group: int = 10  # stereo/RGB-D: covisibles of the current keyframe whose matches refine the loop pose
     fuse_radius_px: float = 4.0  # loop fusion search window (ORB-SLAM: 4)
     max_rotation_deg: float = 30.0  # stereo/RGB-D: a verified correction larger than this is taken as false (mono: no bound)
     max_translation_m: float = 1.0  # ... and one that moves the camera more than this

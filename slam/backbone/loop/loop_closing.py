@@ -269,7 +269,8 @@ class LoopCloser:
             if cand is None or cand.bad:
                 continue
             loop = verify_candidate(self.map, kf, cand, self.cfg, self.inv_level_sigma2, self.scale_factors,
-                                    self.ideal_camera, self.bf, fix_scale=not self.mono)
+                                    self.ideal_camera, self.bf, fix_scale=not self.mono,
+                                    disp_inv_sigma2=self.disp_inv_sigma2)
             if loop is not None and not self._plausible(kf, loop):
                 loop = None
             if loop is not None:

@@ -1,7 +1,7 @@
 """Loop closing end to end: a synthetic RGB-D loop tracked with loop closing on and off, same frames.
 
-The demo room at 320x240 and 10 Hz, 1.5 laps of a 10 s loop (150 frames): the
-camera is back at its start at frame 100. Synchronous mapping and loop closing
+The demo room at 320x240 and 8 Hz, 1.5 laps of a 10 s loop (120 frames): the
+camera is back at its start at frame 80. Synchronous mapping and loop closing
 (``threaded=False``) make the runs deterministic.
 """
 
@@ -19,10 +19,10 @@ from slam.trajectory import Trajectory
 from tests.accuracy import assert_beats_trivial
 from tests.conftest import small_demo
 
-FPS = 10.0
-LAP = 100  # frames per loop (10 s)
-N = 150
-NO_REVISIT = 70  # frames before the camera comes near its start again
+FPS = 8.0
+LAP = 80  # frames per loop (10 s)
+N = 120
+NO_REVISIT = 55  # frames before the camera comes near its start again
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_loop_is_closed_at_the_revisit_and_only_there(loop_frames, runs):
         dist = np.linalg.norm(gt[loop_frame][:3, 3] - gt[loop_kf_frame][:3, 3])
         assert dist < 0.5, f"loop frame {loop_frame} -> frame {loop_kf_frame}: cameras {dist:.2f} m apart"
         assert rec.inliers >= 20 and rec.matched_points >= 40
-        assert rec.translation_m < 0.05 and abs(rec.scale - 1.0) < 1e-9
+        assert rec.translation_m < 0.15 and abs(rec.scale - 1.0) < 1e-9  # the drift: centimetres (off: ATE 2 cm)
     # zero loops while there was no revisit, though detection ran on every keyframe by then
     assert before["n"] == 0 and before["handled"] >= 15
     assert on.loop_closer.global_ba_runs and not on.loop_closer.global_ba_runs[-1].get("aborted")
