@@ -224,7 +224,7 @@ def _loop_summary(system: System) -> dict:
     if closer is None:
         return {"loops": [], "loop_closing": {"enabled": False}}
     info = closer.summary()
-    return {"loops": info.pop("loops"), "loop_closing": {"enabled": True, **info}}
+    return {"loops": info.pop("loops"), "loop_closing": info}
 
 
 def _ready(out: str | Path) -> Path:

@@ -120,22 +120,18 @@ class System:
                                mapper_accepts=self._mapper_accepts)
         self.mapper = LocalMapper(self.map, camera, mode, self.cfg, self.tracker.extractor, self.tracker.bf,
                                   self.tracker.disp_inv_sigma2)
-        self.loop_closer: LoopCloser | None = None
         describer = (place_describer or OrbVladDescriber)()
         self.places = KeyFrameDatabase(describer.dim)
-        if self.cfg.loop.enabled:
-            self.loop_closer = LoopCloser(self.map, camera, mode, self.cfg, self.places, describer,
-                                          self.tracker.extractor, self.tracker.bf, self.tracker.disp_inv_sigma2,
-                                          pause_mapping=self._pause_mapping, resume_mapping=self._resume_mapping,
-                                          threaded=threaded)
-            self.mapper.keyframe_done = self.loop_closer.insert
-        else:
-            describer.close()
+        # loop.enabled=false: no loop detection, but keyframes still get descriptors (relocalisation)
+        self.loop_closer = LoopCloser(self.map, camera, mode, self.cfg, self.places, describer,
+                                      self.tracker.extractor, self.tracker.bf, self.tracker.disp_inv_sigma2,
+                                      pause_mapping=self._pause_mapping, resume_mapping=self._resume_mapping,
+                                      threaded=threaded, detect=self.cfg.loop.enabled)
+        self.mapper.keyframe_done = self.loop_closer.insert
         warm_up_kernels()
         if threaded:
             self.mapper.start()
-            if self.loop_closer is not None:
-                self.loop_closer.start()
+            self.loop_closer.start()
         self.records: list[_FrameRecord] = []
         self.results: list[FrameResult] = []
         self.keyframe_maps: dict[int, int] = {}  # keyframe id -> map id
@@ -196,9 +192,8 @@ class System:
         """Finish the queued keyframes (local mapping, then loop closing and a running global BA) and stop."""
         if self.threaded:
             self.mapper.wait_backlog(0, 60.0)
-        if self.loop_closer is not None:
-            self.loop_closer.stop(drain=True)
-            self.loop_closer.describer.close()
+        self.loop_closer.stop(drain=True)
+        self.loop_closer.describer.close()
         if self.threaded:
             self.mapper.stop(drain=True)
 

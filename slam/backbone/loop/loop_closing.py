@@ -20,6 +20,9 @@ Per keyframe, in order:
    its last frame; local mapping resumes;
 6. a global bundle adjustment in its own thread (:mod:`~slam.backbone.loop.global_ba`).
 
+With ``detect=False`` (``loop.enabled=false``) only step 1 and the database are kept:
+relocalisation still finds keyframes there.
+
 Threaded (``start``) or synchronous (``threaded=False``: :meth:`insert` does all of it
 at once, for tests and ``--sync-mapping``).
 """
@@ -84,7 +87,7 @@ class LoopCloser:
     def __init__(self, slam_map: Map, camera, mode: str, cfg: SlamConfig, places: KeyFrameDatabase,
                  describer: PlaceDescriber, extractor, bf: float, disp_inv_sigma2: float | None = None,
                  pause_mapping: Callable[[], bool] = lambda: True, resume_mapping: Callable[[], None] = lambda: None,
-                 threaded: bool = True):
+                 threaded: bool = True, detect: bool = True):
         self.map = slam_map
         self.ideal_camera = camera.undistorted()
         self.camera = camera
@@ -99,6 +102,7 @@ class LoopCloser:
         self.pause_mapping = pause_mapping
         self.resume_mapping = resume_mapping
         self.threaded = threaded
+        self.detect = detect  # False (loop.enabled=false): only keep the keyframe database for relocalisation
         self.consistency = ConsistencyChecker(self.cfg.min_consistency)
         self.queue: deque[KeyFrame] = deque()  # finished by local mapping, not yet submitted
         self.pending: deque[KeyFrame] = deque()  # submitted, waiting for their descriptor (in order)
@@ -251,7 +255,7 @@ class LoopCloser:
             covisible = set(kf.covisibles())
             first = self.last_loop_kf if self.last_loop_kf >= 0 else min(self.map.origins, default=0)
         candidates = []
-        if kf.id >= first + self.cfg.min_keyframes_between:
+        if self.detect and kf.id >= first + self.cfg.min_keyframes_between:
             recent = set(range(kf.id - self.cfg.min_keyframes_between + 1, kf.id + 1))
             found = self.places.detect_loop_candidates(kf.id, descriptor, covisible | recent, k=self.cfg.candidates,
                                                        ratio=self.cfg.candidate_ratio)
@@ -361,8 +365,12 @@ class LoopCloser:
 
     def summary(self) -> dict:
         """``summary.json``'s ``loop_closing``: the loops, global BA runs and detection time."""
+        if not self.detect:
+            return {"enabled": False, "describer": self.describer.name, "loops": [],
+                    "keyframes_in_database": len(self.places)}
         done = [r for r in self.global_ba_runs if not r.get("aborted")]
         return {
+            "enabled": True,
             "describer": self.describer.name,
             "loops": [r.to_dict() for r in self.loops],
             "global_ba": {"runs": len(done), "aborted": len(self.global_ba_runs) - len(done),

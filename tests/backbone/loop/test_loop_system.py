@@ -108,3 +108,9 @@ def test_loop_closing_cuts_the_trajectory_error(loop_frames, runs):
     print("  ", assert_beats_trivial(on.trajectory(), _gt(frames), "se3", bound=0.6 * ate_off))
     # after the loop tracking reuses the first lap's map instead of mapping the room again
     assert len(on.map.keyframes) < len(off.map.keyframes)
+
+
+def test_loop_closing_off_finds_no_loop_but_keeps_the_keyframe_database(runs):
+    _, off, _ = runs
+    assert off.loop_closer.loops == [] and not off.loop_closer.detect
+    assert all(k in off.places for k in off.map.keyframes)  # relocalisation still finds every keyframe
