@@ -184,6 +184,10 @@ class Tracker:
                     t1 = time.perf_counter()
                     is_kf = self._maybe_insert_keyframe(cur)
                     t["keyframe"] = _ms(t1)
+                    if is_kf and m.corrections != self._corrections_seen:
+                        # synchronous mapping closed a loop on this very keyframe: the frame is the keyframe
+                        cur.T_c_w = self.ref_kf.T_c_w.copy()
+                        self._corrections_seen = m.corrections
                 else:
                     failed = True
                     self._on_lost(cur)

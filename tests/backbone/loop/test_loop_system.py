@@ -85,6 +85,10 @@ def test_loop_is_closed_at_the_revisit_and_only_there(loop_frames, runs):
         assert dist < 0.5, f"loop frame {loop_frame} -> frame {loop_kf_frame}: cameras {dist:.2f} m apart"
         assert rec.inliers >= 20 and rec.matched_points >= 40
         assert rec.translation_m < 0.15 and abs(rec.scale - 1.0) < 1e-9  # the drift: centimetres (off: ATE 2 cm)
+        # the loop closed inside the tracking step of that keyframe's frame (synchronous): the frame is recorded
+        # at the corrected keyframe, and the next frames start from there
+        r = next(r for r in on.records if r.index == loop_frame)
+        assert r.ref_kf_id == rec.keyframe and np.linalg.norm(r.T_c_ref[:3, 3]) < 1e-9
     # zero loops while there was no revisit, though detection ran on every keyframe by then
     assert before["n"] == 0 and before["handled"] >= 15
     assert on.loop_closer.global_ba_runs and not on.loop_closer.global_ba_runs[-1].get("aborted")
