@@ -21,10 +21,11 @@ from slam.backbone.loop import correction, global_ba
 from slam.backbone.loop.keyframe_database import KeyFrameDatabase
 from slam.backbone.loop.loop_closing import LoopCloser, pose_change
 from slam.backbone.loop.place import PlaceAnswer
-from slam.backbone.loop.verification import match_keyframe_points, verify_candidate
+from slam.backbone.loop.verification import match_keyframe_points, rigid_of, verify_candidate
 from slam.backbone.map.map import Map
 from slam.backbone.optim.local_ba import BAResult
 from slam.geometry import PinholeCamera, inv_pose, make_pose, so3_exp, transform_points
+from slam.geometry.se3 import sim3_inverse, sim3_scale
 
 CAM = PinholeCamera(width=640, height=480, fx=525.0, fy=525.0, cx=319.5, cy=239.5)
 N = 150
@@ -44,7 +45,7 @@ class LoopScene:
     """The map of the module docstring. ``same_place=False``: keyframe 1 sees other points with the same
     descriptors (a repeated texture somewhere else), which no rigid transform explains."""
 
-    def __init__(self, same_place: bool = True, seed: int = 0):
+    def __init__(self, same_place: bool = True, seed: int = 0, drift: np.ndarray = DRIFT):
         rng = np.random.default_rng(seed)
         self.T_w_c0 = make_pose(np.eye(3), np.zeros(3))
         self.T_w_c1 = make_pose(so3_exp(np.array([0.0, 0.1, 0.0])), np.array([0.2, 0.0, 0.1]))
@@ -65,14 +66,16 @@ class LoopScene:
         f1 = _features(inv_pose(self.T_w_c1), X1, desc1, rng)
         self.kf0 = self.map.new_keyframe(0, 0.0, inv_pose(self.T_w_c0), f0)
         # the drifted revisit: pose and points in the drifted world
-        self.kf1 = self.map.new_keyframe(100, 10.0, inv_pose(DRIFT @ self.T_w_c1), f1, starts_map=True)
+        # (a monocular drift has a scale: the keyframe keeps the rigid [R, t / s], its points the scale)
+        self.kf1 = self.map.new_keyframe(100, 10.0, rigid_of(inv_pose(self.T_w_c1) @ sim3_inverse(drift)), f1,
+                                         starts_map=True)
         self.p0 = self.map.new_points(self.X, self.kf0, np.arange(N))
-        self.p1 = self.map.new_points(transform_points(DRIFT, X1), self.kf1, np.arange(N))
+        self.p1 = self.map.new_points(transform_points(drift, X1), self.kf1, np.arange(N))
         self.map.refresh_points(np.concatenate([self.p0, self.p1]))
 
-    def verify(self, **cfg):
+    def verify(self, fix_scale: bool = True, **cfg):
         return verify_candidate(self.map, self.kf1, self.kf0, LoopConfig(**cfg), EX.inv_level_sigma2,
-                                EX.scale_factors, CAM.undistorted(), 0.0, fix_scale=True)
+                                EX.scale_factors, CAM.undistorted(), 0.0, fix_scale=fix_scale)
 
 
 def test_matching_pairs_keypoints_of_the_same_place():
@@ -125,6 +128,22 @@ def test_correction_fuses_duplicates_and_removes_the_drift():
     # before: the drift itself
     dt0, _ = pose_change(inv_pose(DRIFT @ s.T_w_c1), inv_pose(s.T_w_c1))
     assert dt0 > 0.05
+
+
+def test_monocular_loop_corrects_scale_drift_with_sim3():
+    drift = make_pose(so3_exp(np.array([0.0, 0.02, 0.01])), np.array([0.06, -0.02, 0.03]), scale=1.15)
+    s = LoopScene(drift=drift)
+    loop = s.verify(fix_scale=False)
+    assert loop is not None
+    assert abs(sim3_scale(loop.S_12) - 1.15) < 0.01  # the revisit's map is 15 % larger: its points map in scaled
+    with s.map.update_lock, s.map.lock:
+        snap = correction.correct_and_fuse(s.map, s.kf1, loop, CAM.undistorted(), 0.0, EX.scale_factors, 4.0)
+    res = correction.optimize_snapshot(snap, sim3=True)
+    with s.map.update_lock, s.map.lock:
+        correction.write_back(s.map, snap, res, s.kf1.id)
+    assert snap.fused == loop.matched and s.map.check_consistency(spanning_tree=False) == []
+    dt, dr = pose_change(s.kf1.T_c_w, inv_pose(s.T_w_c1))
+    assert dt < 5e-3 and dr < 0.2, (dt, dr)
 
 
 def test_global_ba_write_back_moves_what_was_created_meanwhile_with_its_parent():
