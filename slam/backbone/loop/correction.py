@@ -187,7 +187,6 @@ def write_back(map_: Map, snap: GraphSnapshot, res: EssentialGraphResult, curren
     before = {k: snap.corrected.get(k, T) for k, T in snap.T_c_w.items()}
     after = dict(res.S_c_w)
     known = set(after)
-    fallback = current_id if current_id in known else snap.fixed
     for k, f in sorted(map_.keyframes.items()):
         if k in known:
             continue

@@ -31,7 +31,8 @@ from slam.backbone.frontend.local_map import gather_points, project_visible
 from slam.backbone.frontend.matching import match_by_projection, match_descriptors, rotation_consistency
 from slam.backbone.loop.sim3_solver import solve_sim3
 from slam.backbone.map.map import KeyFrame, Map
-from slam.geometry.se3 import inv_pose, make_pose, sim3_inverse, sim3_scale
+from slam.backbone.optim.pose import CHI2_MONO, CHI2_STEREO
+from slam.geometry.se3 import inv_pose, make_pose, se3_exp, sim3_inverse, sim3_scale
 
 log = logging.getLogger(__name__)
 
@@ -203,9 +204,6 @@ def refine_rig_pose(T_c_w: np.ndarray, T_g_c: np.ndarray, X_w: np.ndarray, uv: n
     The group sees more of the loop's points, spread wider, than one keyframe: a translation
     that one keyframe's few distant points leave loose is pinned. Returns ``(T_c_w, inliers)``.
     """
-    from slam.backbone.optim.pose import CHI2_MONO, CHI2_STEREO
-    from slam.geometry.se3 import se3_exp
-
     T = np.asarray(T_c_w, np.float64).copy()
     fx, fy, cx, cy = camera.fx, camera.fy, camera.cx, camera.cy
     stereo = (u_right >= 0) & (bf > 0)
