@@ -22,6 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import numpy as np  # noqa: E402
+
 from common import RESULTS, check, commit_stamp, fmt, md_header, md_table, meta, summarise, write_results  # noqa: E402
 
 from slam.cli.run import main as slam_run  # noqa: E402
@@ -29,6 +31,9 @@ from slam.datasets import data_root  # noqa: E402
 from slam.synth import generate, preset  # noqa: E402
 
 SEEDS = (0, 1, 2)  # synthetic loop600 renders (texture and noise seeds)
+LAP_FRAMES = 600  # loop600: the camera is back at its start every 600 frames
+FOUR_LAPS = "synth_loop600 x4 laps seed 0 (rgbd, PNG replay)"
+LOOP_OFF = ["--set", "loop.enabled=false"]
 SPEED_CASE = "synth_loop600 seed 0 (rgbd, frames in memory, arriving at 90 Hz)"
 
 
@@ -53,6 +58,12 @@ def cases(synth: Path) -> list[dict]:
                       args=[]))
         c.append(dict(name=f"synth_loop600 seed {s} (rgbd, sync-mapping)", seq=synth / f"loop600_s{s}",
                       mode="rgbd", args=["--sync-mapping"]))
+        c.append(dict(name=f"synth_loop600 seed {s} (rgbd, PNG replay, loop closing off)", seq=synth / f"loop600_s{s}",
+                      mode="rgbd", args=LOOP_OFF))
+    # the same loop four times in a row (slam-synth --preset loop600 --frames 2400): the map should not grow
+    c.append(dict(name=FOUR_LAPS, seq=synth / "loop2400_s0", mode="rgbd", args=[], laps=4))
+    c.append(dict(name=FOUR_LAPS.replace(")", ", loop closing off)"), seq=synth / "loop2400_s0", mode="rgbd",
+                  args=LOOP_OFF, laps=4))
     # --preload: frames decoded into memory first, as a camera delivers them
     c.append(dict(name="synth_loop600 seed 0 (rgbd, frames in memory)", seq=synth / "loop600_s0", mode="rgbd",
                   args=["--preload"]))
@@ -66,11 +77,27 @@ def cases(synth: Path) -> list[dict]:
 
 
 def ensure_synthetic(synth: Path) -> None:
-    for name, cfg in [("demo", preset("demo"))] + [(f"loop600_s{s}", preset("loop600")) for s in SEEDS]:
+    laps4 = preset("loop600")
+    laps4.num_frames, laps4.stereo, laps4.imu = 4 * LAP_FRAMES, False, False  # RGB-D only: a quarter of the disk
+    for name, cfg in ([("demo", preset("demo"))] + [(f"loop600_s{s}", preset("loop600")) for s in SEEDS]
+                      + [("loop2400_s0", laps4)]):
         if not (synth / name / "synth.json").is_file():
-            if name.startswith("loop600"):
+            if name.startswith("loop"):
                 cfg.seed = int(name.rsplit("_s", 1)[1])
             generate(cfg, synth / name, progress=False)
+
+
+def per_lap_ate(seq: Path, out: Path, laps: int) -> list[float | None]:
+    """ATE RMSE (m) of each lap of LAP_FRAMES frames, the whole trajectory aligned once (SE3) to the truth."""
+    from slam.datasets import open_sequence
+    from slam.eval import compute
+    from slam.trajectory import read_tum
+
+    gt = open_sequence(seq).groundtruth()
+    ev = compute(gt, read_tum(out / "trajectory.txt"), "se3")
+    t0, period = float(gt.timestamps[0]), float(gt.timestamps[LAP_FRAMES] - gt.timestamps[0])
+    lap = np.floor((ev.gt.timestamps - t0 + 1e-6) / period).astype(int)
+    return [float(np.sqrt(np.mean(ev.ate_errors[lap == i] ** 2))) if np.any(lap == i) else None for i in range(laps)]
 
 
 def run_once(case: dict, out: Path) -> dict:
@@ -98,6 +125,10 @@ def run_once(case: dict, out: Path) -> dict:
         "tracking_ms_median": stat("tracking", "median"), "tracking_ms_p95": stat("tracking", "p95"),
         "mapping_ms_per_kf": stat("local_mapping_per_keyframe", "median"),
         "local_ba_ms": stat("local_ba", "median"), "wall_s": wall,
+        "loops": len(s.get("loops", [])) if s else None,
+        "loop_frames": [lp["frame_index"] for lp in s.get("loops", [])] if s else None,
+        "global_ba_runs": ((s.get("loop_closing") or {}).get("global_ba") or {}).get("runs"),
+        "lap_ate_m": per_lap_ate(case["seq"], out, case["laps"]) if case.get("laps") and rc == 0 else None,
     }
 
 
@@ -139,6 +170,7 @@ def targets(by_name: dict[str, dict]) -> list[list[str]]:
         rows.append(check("Synthetic RGB-D loop600, default replay ATE within 15 % of --sync-mapping, 3 seeds", ok,
                           "; ".join(f"seed {s}: {dm * 1e3:.2f} vs {ym * 1e3:.2f} mm ({(dm / ym - 1) * 100:+.0f} %)"
                                     for s, dm, ym in gaps)))
+    rows += loop_targets(runs)
     mem = runs(SPEED_CASE)
     if mem:
         sm = summarise(mem)
@@ -152,6 +184,51 @@ def targets(by_name: dict[str, dict]) -> list[list[str]]:
         sm = summarise(png)
         rows.append(check("RGB-D PNG replay >= 40 frames/s", sm["fps_median"]["median"] >= 40,
                           f"{fmt(sm['fps_median'], 0)} frames/s"))
+    return rows
+
+
+def loop_targets(runs) -> list[list[str]]:
+    """Issue 13's loop-closing targets."""
+    rows = []
+    pairs = []
+    for s in SEEDS:
+        on = runs(f"synth_loop600 seed {s} (rgbd, PNG replay)")
+        off = runs(f"synth_loop600 seed {s} (rgbd, PNG replay, loop closing off)")
+        if on and off:
+            pairs.append((s, summarise(on), summarise(off), on))
+    if pairs:
+        ok = all(a["ate_rmse_m"]["median"] <= 0.6 * b["ate_rmse_m"]["median"] and a["ate_rmse_m"]["median"] <= 0.004
+                 for _, a, b, _ in pairs)
+        rows.append(check("Synthetic RGB-D loop600, default replay, loop closing on: ATE >= 40 % below off and "
+                          "<= 4 mm, 3 seeds", ok,
+                          "; ".join(f"seed {s}: {a['ate_rmse_m']['median'] * 1e3:.2f} vs "
+                                    f"{b['ate_rmse_m']['median'] * 1e3:.2f} mm "
+                                    f"({(a['ate_rmse_m']['median'] / b['ate_rmse_m']['median'] - 1) * 100:+.0f} %)"
+                                    for s, a, b, _ in pairs)))
+        loops = [r["loops"] for _, _, _, on in pairs for r in on]
+        rows.append(check("... a loop closed in every run", all(n is not None and n >= 1 for n in loops),
+                          "loops per run: " + ", ".join(str(n) for n in loops)))
+        rows.append(check("Loop closing costs tracking nothing measurable: median tracking ms on vs off within 10 %",
+                          all(a["tracking_ms_median"]["median"] <= 1.1 * b["tracking_ms_median"]["median"]
+                              for _, a, b, _ in pairs),
+                          "; ".join(f"seed {s}: {a['tracking_ms_median']['median']:.2f} vs "
+                                    f"{b['tracking_ms_median']['median']:.2f} ms (p95 "
+                                    f"{a['tracking_ms_p95']['median']:.1f} vs {b['tracking_ms_p95']['median']:.1f})"
+                                    for s, a, b, _ in pairs)))
+    four, one = runs(FOUR_LAPS), runs("synth_loop600 seed 0 (rgbd, PNG replay)")
+    if four and one:
+        k4, k1 = summarise(four)["keyframes"]["median"], summarise(one)["keyframes"]["median"]
+        ates = [r["ate_rmse_m"] for r in four]
+        laps = [r.get("lap_ate_m") or [] for r in four]
+        rows.append(check("Four laps of loop600: keyframes <= 1.3x one lap's, ATE <= 6 mm",
+                          k4 <= 1.3 * k1 and all(a is not None and a <= 0.006 for a in ates),
+                          f"keyframes {k4:.0f} vs {k1:.0f} ({k4 / k1:.2f}x); ATE " + ", ".join(fmt(a, 4) for a in ates)
+                          + " m; per lap (mm) " + "; ".join("/".join(fmt(x * 1e3 if x is not None else None, 1)
+                                                                      for x in lp) for lp in laps)))
+    k = runs("kitti07_160 (mono)")
+    if k:
+        rows.append(check("KITTI 07 clip (mono): loops found (report; no false loop)", True,
+                          "loops per run: " + ", ".join(str(r.get("loops")) for r in k)))
     return rows
 
 

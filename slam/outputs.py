@@ -207,6 +207,8 @@ def save_run(out: Path, system: System, head: dict, n: int, skipped: list, times
                 "local_ba": stats(np.array(system.mapper.ba_ms)),
                 "local_mapping_steps": {k: stats(np.array(v)) for k, v in system.mapper.step_ms.items()},
             },
+            # Closed loops (keyframes, frame, correction of the current keyframe's pose) and global BA runs.
+            **_loop_summary(system),
             # Sustained rate: poses out per second (prefetched feature extraction overlaps tracking).
             "tracking_fps": float(1e3 / np.median(interval_ms)) if len(interval_ms) else None,
             "wall_s": wall,
@@ -217,6 +219,14 @@ def save_run(out: Path, system: System, head: dict, n: int, skipped: list, times
     finally:
         fs.discard()
     return summary, traj
+
+
+def _loop_summary(system: System) -> dict:
+    closer = getattr(system, "loop_closer", None)
+    if closer is None:
+        return {"loops": [], "loop_closing": {"enabled": False}}
+    info = closer.summary()
+    return {"loops": info.pop("loops"), "loop_closing": info}
 
 
 def _ready(out: str | Path) -> Path:

@@ -87,6 +87,28 @@ class MappingConfig:
     max_queue: int = 3  # tracking waits to insert keyframes (never blocks) when the queue is this long
 
 
+@dataclass
+class LoopConfig:
+    enabled: bool = True  # the loop-closing thread (place recognition, verification, correction, global BA)
+    min_keyframes_between: int = 10  # no loop within this many keyframes of the map's start or the last loop (ORB-SLAM)
+    candidates: int = 10  # best database answers considered per keyframe
+    candidate_ratio: float = 0.75  # ... kept when scoring at least this share of the best
+    min_consistency: int = 3  # a candidate group must come back for this many more keyframes (ORB-SLAM: 3)
+    match_ratio: float = 0.75  # verification: descriptor matching, nearest / second nearest distance
+    match_max_hamming: int = 50  # ... distance accepted (ORB-SLAM's TH_LOW)
+    min_matches: int = 20  # descriptor matches needed to try a candidate's transform
+    min_inliers: int = 20  # RANSAC + refinement inliers to accept the transform (ORB-SLAM: 20)
+    min_projected_matches: int = 40  # guided matches of the loop group's points to accept the loop (ORB-SLAM: 40)
+    projection_radius_px: float = 10.0  # guided matching search window (x scale factor of the level; ORB-SLAM: 10)
+    refine_group: int = 10  # stereo/RGB-D: covisibles of the current keyframe whose matches refine the loop pose
+    fuse_radius_px: float = 4.0  # loop fusion search window (ORB-SLAM: 4)
+    max_rotation_deg: float = 30.0  # stereo/RGB-D: a verified correction larger than this is taken as false (mono: no bound)
+    max_translation_m: float = 1.0  # ... and one that moves the camera more than this
+    essential_graph_iterations: int = 20  # g2o Levenberg iterations (ORB-SLAM: 20)
+    global_ba: bool = True  # a global bundle adjustment after each loop, in its own thread
+    global_ba_iterations: tuple[int, int] = (5, 5)  # robust, then without outliers (ORB-SLAM: 10 robust)
+
+
 _CHOICES = {("MappingConfig", "local_ba_backend"): ("native", "g2o")}  # settings with a fixed set of values
 
 
@@ -95,13 +117,14 @@ class SlamConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     mapping: MappingConfig = field(default_factory=MappingConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
 
     @classmethod
     def from_dict(cls, d: dict, source: str | Path | None = None) -> "SlamConfig":
         cfg = cls()
         for section, values in (d or {}).items():
             if not hasattr(cfg, section) or not isinstance(values, dict):
-                raise DataError(source, f"unknown config section {section!r} (have: features, tracking, mapping)")
+                raise DataError(source, f"unknown config section {section!r} (have: features, tracking, mapping, loop)")
             sub = getattr(cfg, section)
             for key, value in values.items():
                 _set(sub, key, value, source)

@@ -24,6 +24,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 
@@ -64,6 +65,9 @@ class LocalMapper:
         self.step_ms: dict[str, list[float]] = {}  # per step, for the keyframes that ran it
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
+        # called with each keyframe this thread has finished (loop closing takes it from here)
+        self.keyframe_done: Callable[[KeyFrame], None] | None = None
+        self._pause_requests = 0  # loop closing / global BA hold local mapping between two keyframes
 
     # ------------------------------------------------------ thread interface
     def start(self) -> None:
@@ -118,11 +122,31 @@ class LocalMapper:
     def _alive(self) -> bool:
         return self.thread is not None and self.thread.is_alive() and not self.stop_event.is_set()
 
+    def pause(self, timeout: float | None = 30.0) -> bool:
+        """Hold the thread between two keyframes (ORB-SLAM's RequestStop): it finishes the keyframe in work
+        (its local BA is asked to stop early) and takes no other until :meth:`resume`. Blocks until then;
+        False on timeout (the pause still stands: call :meth:`resume`). Pauses nest."""
+        with self.cond:
+            self._pause_requests += 1
+            if self.busy:
+                self.abort_ba.set()
+            return self.cond.wait_for(lambda: not self.busy or not self._alive(), timeout)
+
+    def resume(self) -> None:
+        """Undo one :meth:`pause`."""
+        with self.cond:
+            self._pause_requests = max(0, self._pause_requests - 1)
+            self.cond.notify_all()
+
+    def paused(self) -> bool:
+        with self.cond:
+            return self._pause_requests > 0 and not self.busy
+
     def _run(self) -> None:
         try:
             while True:
                 with self.cond:
-                    self.cond.wait_for(lambda: self.queue or self.stop_event.is_set())
+                    self.cond.wait_for(lambda: (self.queue and not self._pause_requests) or self.stop_event.is_set())
                     if self.stop_event.is_set():
                         return
                     kf = self.queue.popleft()
@@ -161,6 +185,8 @@ class LocalMapper:
         if not self._new_keyframe_waiting():
             self._timed("cull_keyframes", self._cull_keyframes, kf)
         self.timings_ms.append((time.perf_counter() - t0) * 1e3)
+        if self.keyframe_done is not None and not kf.bad:
+            self.keyframe_done(kf)
 
     def _timed(self, name: str, step, kf: KeyFrame) -> float:
         t0 = time.perf_counter()

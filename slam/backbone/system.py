@@ -3,7 +3,7 @@
     system = System(sequence.camera, "rgbd", SlamConfig(), stereo=sequence.stereo)
     for frame in sequence:
         result = system.process(frame)      # tracking, in the caller's thread
-    system.shutdown()                       # drains local mapping
+    system.shutdown()                       # drains local mapping and loop closing (and its global BA)
     system.trajectory()                     # T_w_c of every tracked frame, after BA corrections
 
 Each frame's pose is kept relative to its reference keyframe, so corrections
@@ -25,8 +25,9 @@ import numpy as np
 from slam.backbone.config import SlamConfig
 from slam.geometry import PinholeCamera, inv_pose
 from slam.backbone.local_mapping import LocalMapper
-from slam.backbone.loop.place import PlaceDescriber
 from slam.backbone.loop.keyframe_database import KeyFrameDatabase
+from slam.backbone.loop.loop_closing import LoopCloser
+from slam.backbone.loop.place import OrbVladDescriber, PlaceDescriber
 from slam.backbone.map.map import Map
 from slam.records import Frame, StereoRig
 from slam.backbone.frontend.tracking import FrameResult, State, Tracker
@@ -96,6 +97,13 @@ def warm_up_kernels() -> None:
 
 
 class System:
+    """Tracking (in the caller's thread), local mapping and loop closing (threads), one map.
+
+    ``place_describer``: makes the loop closer's place describer (None: :class:`OrbVladDescriber`);
+    ``system.places`` is the keyframe database of their descriptors, shared with relocalisation.
+    ``threaded=False`` runs local mapping and loop closing inside :meth:`process` (deterministic).
+    """
+
     def __init__(self, camera: PinholeCamera, mode: str, cfg: SlamConfig | None = None,
                  stereo: StereoRig | None = None, threaded: bool = True,
                  place_describer: Callable[[], PlaceDescriber] | None = None, initial_map: Map | None = None):
@@ -116,13 +124,23 @@ class System:
                                insert_keyframe=self._insert_keyframe, mapper_idle=self._mapper_idle,
                                mapper_accepts=self._mapper_accepts,
                                place_describer=place_describer() if place_describer is not None else None)
-        self.places = KeyFrameDatabase(self.tracker.relocalizer.describer.dim)  # place descriptors: relocalisation, loop closing
-        self.tracker.relocalizer.places = self.places
         self.mapper = LocalMapper(self.map, camera, mode, self.cfg, self.tracker.extractor, self.tracker.bf,
                                   self.tracker.disp_inv_sigma2)
+        describer = (place_describer or OrbVladDescriber)()
+        self.places = KeyFrameDatabase(describer.dim)
+        # loop.enabled=false: no loop detection, but keyframes still get descriptors (relocalisation)
+        self.loop_closer = LoopCloser(self.map, camera, mode, self.cfg, self.places, describer,
+                                      self.tracker.extractor, self.tracker.bf, self.tracker.disp_inv_sigma2,
+                                      pause_mapping=self._pause_mapping, resume_mapping=self._resume_mapping,
+                                      threaded=threaded, detect=self.cfg.loop.enabled)
+        self.mapper.keyframe_done = self.loop_closer.insert
+        if self.tracker.relocalizer.describer.dim != describer.dim:
+            raise ValueError(f"place describers of {self.tracker.relocalizer.describer.dim} and {describer.dim} values")
+        self.tracker.relocalizer.places = self.places  # relocalisation queries the loop closer's database
         warm_up_kernels()
         if threaded:
             self.mapper.start()
+            self.loop_closer.start()
         self.records: list[_FrameRecord] = []
         self.results: list[FrameResult] = []
         self.keyframe_maps: dict[int, int] = {}  # keyframe id -> map id
@@ -136,6 +154,13 @@ class System:
             return self.mapper.insert(kf)
         self.mapper.process(kf)  # single-threaded (tests, debugging): map synchronously
         return True
+
+    def _pause_mapping(self) -> bool:
+        return self.mapper.pause() if self.threaded else True
+
+    def _resume_mapping(self) -> None:
+        if self.threaded:
+            self.mapper.resume()
 
     def _mapper_idle(self) -> bool:
         return self.mapper.idle() if self.threaded else True
@@ -175,6 +200,11 @@ class System:
         return self.mapper.wait_backlog(max_backlog, timeout) if self.threaded else True
 
     def shutdown(self) -> None:
+        """Finish the queued keyframes (local mapping, then loop closing and a running global BA) and stop."""
+        if self.threaded:
+            self.mapper.wait_backlog(0, 60.0)
+        self.loop_closer.stop(drain=True)
+        self.loop_closer.describer.close()
         if self.threaded:
             self.mapper.stop(drain=True)
 

@@ -157,6 +157,8 @@ class Tracker:
         self.map_origin: int | None = None  # first keyframe of the map tracked now (relocalisation stays in it)
         self.origin_map_ids: dict[int, int] = {}  # first keyframe of each map -> map id
         self.relocalizations: list[dict] = []  # frame, keyframe, inliers of each relocalisation
+        self._last_ref: tuple[int, np.ndarray] | None = None  # the last frame's (reference keyframe id, T_c_ref)
+        self._corrections_seen = slam_map.corrections  # Map.corrections when the last frame was tracked
 
     # ================================================================ per frame
     def prepare(self, frame: Frame) -> TrackedFrame:
@@ -177,6 +179,8 @@ class Tracker:
         # One map version for the whole frame (module docstring); precedence on the map lock over local
         # mapping, which holds it for chunks of work (slam.backbone.map.fair_lock).
         with m.update_lock, m.lock.priority():
+            if m.corrections != self._corrections_seen:
+                self._follow_map_corrections()
             is_kf = failed = False
             if self.state == State.NOT_INITIALIZED and not self.reloc_pending:
                 ok = self._initialize(cur, frame)
@@ -200,6 +204,10 @@ class Tracker:
                     t1 = time.perf_counter()
                     is_kf = self._maybe_insert_keyframe(cur)
                     t["keyframe"] = _ms(t1)
+                    if is_kf and m.corrections != self._corrections_seen:
+                        # synchronous mapping closed a loop on this very keyframe: the frame is the keyframe
+                        cur.T_c_w = self.ref_kf.T_c_w.copy()
+                        self._corrections_seen = m.corrections
                 elif self.state == State.NOT_INITIALIZED:  # a loaded map: not relocalised yet
                     self._on_not_relocalized(cur, relocalising and self.relocalizer.attempted)
                 else:
@@ -212,6 +220,7 @@ class Tracker:
                 self.last = cur
                 if self.ref_kf is not None:
                     ref_id, T_c_ref = self.ref_kf.id, cur.T_c_w @ self.ref_kf.T_w_c
+                    self._last_ref = (ref_id, T_c_ref)
         t["lock_wait"] = 1e3 * (m.update_lock.waited_s() + m.lock.waited_s() - waited)
         t["total"] = _ms(t0)
         T_w_c = inv_pose(cur.T_c_w) if self.state == State.OK else None
@@ -447,6 +456,22 @@ class Tracker:
                 self.ref_kf = best
         self.local_kf_ids = chosen
         return [self.map.keyframes[k] for k in chosen if k in self.map.keyframes]
+
+    def _follow_map_corrections(self) -> None:
+        """Loop closing or global BA moved the map: put the last frame where its reference keyframe is now.
+
+        ORB-SLAM re-expresses the last frame through its reference keyframe every frame (UpdateLastFrame);
+        here only after a correction of the whole map (``Map.corrections``), which local BA's small moves
+        are not. The velocity is relative and stays valid.
+        """
+        self._corrections_seen = self.map.corrections
+        if self.last is None or self._last_ref is None:
+            return
+        ref_id, T_c_ref = self._last_ref
+        try:
+            self.last.T_c_w = T_c_ref @ self.map.keyframe_pose(ref_id)
+        except KeyError:
+            log.warning("the last frame's reference keyframe %d is gone: its pose is not corrected", ref_id)
 
     # ============================================================ lost, relocalisation
     def _on_lost(self, cur: TrackedFrame, tried: bool) -> None:

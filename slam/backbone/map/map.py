@@ -95,6 +95,9 @@ class Map:
         # erased keyframe id -> (parent id, T_c_parent), to recover poses of frames tracked against it
         self.erased_keyframes: dict[int, tuple[int, np.ndarray]] = {}
         self.replaced: dict[int, int] = {}  # fused point id -> the id it was fused into
+        # +1 each time loop closing or global BA moves the whole map (under update_lock): tracking then
+        # re-expresses its last frame through its reference keyframe (Tracker._follow_map_corrections)
+        self.corrections = 0
         self._arrays = PointArrays()
 
     def __repr__(self) -> str:
