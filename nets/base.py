@@ -21,7 +21,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-TASKS = ("depth", "descriptor", "pose", "odometry")
+TASKS = ("depth", "descriptor", "pose", "pose_clip", "odometry")
 
 
 class ModelError(RuntimeError):
