@@ -99,7 +99,8 @@ def main() -> int:
                         logging.info("run 0 posenet: checkpoint %s", f"kept at {kept}" if kept else "not kept")
     summary = {c: {k: summarise(v) for k, v in per.items()} for c, per in runs.items()}
     md = [md_header("PoseNet and VidLoc relocalisation", m, args.repeat),
-          f"Models at size `{args.size}` ({wh[0]}x{wh[1]} RGB; PoseNet channels {PoseNet.sizes[args.size]['channels']}, "
+          f"Models at size `{args.size}` ({wh[0]}x{wh[1]} RGB; PoseNet channels "
+          f"{PoseNet.sizes[args.size]['channels']}, "
           f"VidLoc the same encoder + bidirectional LSTM, hidden {VidLoc.sizes[args.size]['hidden']}, clips of "
           f"{VidLoc.default_conf['clip_len']} frames), learned loss weighting, trained per scene on CPU for "
           f"{args.epochs} epochs of {args.batches_per_epoch} batches; run i uses seed i. Errors: median over the "
