@@ -74,6 +74,11 @@ def main() -> int:
             [load_clip(data_root() / KITTI, wh)], "every:5")
     runs: dict[str, dict[str, list[dict]]] = {c: {k: [] for k, _ in MODELS} for c in cases}
     kept, seconds = None, {k: [] for k, _ in MODELS}
+    # both models see as many frames per epoch: VidLoc's batches are batch_clips windows of clip_len frames
+    vl = VidLoc.default_conf
+    batches = {"posenet": args.batches_per_epoch,
+               "vidloc": max(1, args.batches_per_epoch * PoseNet.default_conf["batch_size"]
+                             // (vl["batch_clips"] * vl["clip_len"]))}
     with tempfile.TemporaryDirectory() as tmp:
         for run in range(args.repeat):
             for ci, (case, (tr, held)) in enumerate(cases.items()):
@@ -81,7 +86,7 @@ def main() -> int:
                     ckpt = Path(tmp) / f"{model}-{ci}-run{run}.pt"
                     settings = TrainSettings(epochs=args.epochs, seed=run, device="cpu", size=args.size,
                                              progress=False, command=m["command"],
-                                             conf={"batches_per_epoch": args.batches_per_epoch})
+                                             conf={"batches_per_epoch": batches[model]})
                     sidecar = train(model, tr, ckpt, settings, val_clips=held)
                     r = flat(model, sidecar["metrics"])
                     r["train_seconds"] = sidecar["train_seconds"]
@@ -103,7 +108,9 @@ def main() -> int:
           f"{PoseNet.sizes[args.size]['channels']}, "
           f"VidLoc the same encoder + bidirectional LSTM, hidden {VidLoc.sizes[args.size]['hidden']}, clips of "
           f"{VidLoc.default_conf['clip_len']} frames), learned loss weighting, trained per scene on CPU for "
-          f"{args.epochs} epochs of {args.batches_per_epoch} batches; run i uses seed i. Errors: median over the "
+          f"{args.epochs} epochs of {batches['posenet'] * PoseNet.default_conf['batch_size']} frames (PoseNet: "
+          f"{batches['posenet']} batches of single frames, VidLoc: {batches['vidloc']} batches of windows); "
+          "run i uses seed i. Errors: median over the "
           "held-out frames of translation (m) and rotation (deg, 2 acos|<q, q_hat>|). The baselines are fitted on "
           "the same training frames and do not depend on the seed.\n"]
     for case, per in summary.items():
