@@ -238,6 +238,7 @@ def load_map_clip(path: str | Path, size_wh: tuple[int, int]) -> Clip:
     """The keyframes of a saved SLAM map (``slam-run ... --out DIR`` writes ``DIR/map.npz``) as a :class:`Clip`:
     images from ``kf_thumbnail`` (K, 120, 160, 3) uint8 RGB resized to ``size_wh``, poses ``T_w_c`` inverted
     from ``kf_T_c_w`` (K, 4, 4) (world -> camera, the map's world frame), in ``kf_timestamp`` order.
+    Keyframes that ``kf_has_thumbnail`` (K,) bool marks as without an image (zero rows) are left out.
 
     Reads those members alone with numpy (no pickle, no backbone import). A missing file, a map saved
     before keyframes kept thumbnails, or members whose shapes disagree are a :class:`DataError` naming the file.
@@ -260,6 +261,7 @@ def load_map_clip(path: str | Path, size_wh: tuple[int, int]) -> Clip:
             T_c_w = np.asarray(npz["kf_T_c_w"], np.float64)
             thumbs = npz["kf_thumbnail"]
             stamps = npz["kf_timestamp"] if "kf_timestamp" in names else None
+            has = npz["kf_has_thumbnail"] if "kf_has_thumbnail" in names else None
             index = npz["kf_frame_index"] if "kf_frame_index" in names else None
         except (OSError, ValueError, EOFError) as e:  # a corrupt or truncated member
             raise DataError(path, f"cannot read the keyframe members: {e}") from None
@@ -269,7 +271,7 @@ def load_map_clip(path: str | Path, size_wh: tuple[int, int]) -> Clip:
     if thumbs.dtype != np.uint8 or thumbs.shape != (k, *MAP_THUMBNAIL_SHAPE):
         raise DataError(path, f"kf_thumbnail is {thumbs.shape} {thumbs.dtype}, expected ({k}, 120, 160, 3) uint8 "
                               f"(one per keyframe pose)")
-    for name, arr in (("kf_timestamp", stamps), ("kf_frame_index", index)):
+    for name, arr in (("kf_timestamp", stamps), ("kf_frame_index", index), ("kf_has_thumbnail", has)):
         if arr is not None and arr.shape != (k,):
             raise DataError(path, f"{name} has shape {arr.shape}, expected ({k},) (one per keyframe)")
     if k == 0:
@@ -277,6 +279,12 @@ def load_map_clip(path: str | Path, size_wh: tuple[int, int]) -> Clip:
     if not np.isfinite(T_c_w).all():
         raise DataError(path, "kf_T_c_w has non-finite entries")
     order = np.argsort(stamps, kind="stable") if stamps is not None else np.arange(k)
+    if has is not None:
+        order = order[has.astype(bool)[order]]
+        if len(order) == 0:
+            raise DataError(path, "no keyframe of the map has its image (kf_has_thumbnail is all false)")
+        if len(order) < k:
+            log.info("%s: %d of %d keyframes have no thumbnail: left out", path, k - len(order), k)
     T_w_c = np.linalg.inv(T_c_w[order])
     images = np.stack([resize_image(im, size_wh) for im in thumbs[order]])
     frames = (index[order] if index is not None else order).astype(np.int64)

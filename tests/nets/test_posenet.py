@@ -235,6 +235,7 @@ def test_map_keyframes_become_a_clip_in_time_order(tmp_path):
      "kf_thumbnail is \\(11, 120, 160, 3\\) uint8, expected \\(12"),
     ({"kf_thumbnail": np.zeros((12, 120, 160, 3), np.float32)}, "kf_thumbnail is .* float32"),
     ({"kf_timestamp": np.zeros(3)}, "kf_timestamp has shape \\(3,\\), expected \\(12,\\)"),
+    ({"kf_has_thumbnail": np.ones(5, bool)}, "kf_has_thumbnail has shape \\(5,\\)"),
     ({"kf_T_c_w": np.zeros((12, 3, 4))}, "kf_T_c_w has shape"),
 ])
 def test_map_errors_name_the_file(tmp_path, over, match):
@@ -243,6 +244,18 @@ def test_map_errors_name_the_file(tmp_path, over, match):
     _write_map(tmp_path / "old.npz", thumbs=thumbs, **over)
     with pytest.raises(DataError, match=f"old.npz: {match}"):
         load_map_clip(tmp_path / "old.npz", TINY_WH)
+
+
+def test_keyframes_without_thumbnail_are_left_out(tmp_path):
+    has = np.ones(12, bool)
+    has[[0, 5]] = False  # stored order; timestamps run backwards, so these are the newest and the 7th
+    T_w_c, _ = _write_map(tmp_path / "map.npz", kf_has_thumbnail=has)
+    clip = load_map_clip(tmp_path / "map.npz", TINY_WH)
+    assert len(clip) == 10
+    np.testing.assert_allclose(clip.T_w_c, T_w_c[::-1][has[::-1]], atol=1e-12)
+    _write_map(tmp_path / "none.npz", kf_has_thumbnail=np.zeros(12, bool))
+    with pytest.raises(DataError, match="none.npz: no keyframe of the map has its image"):
+        load_map_clip(tmp_path / "none.npz", TINY_WH)
 
 
 def test_unreadable_map_files(tmp_path):
