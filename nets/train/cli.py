@@ -113,9 +113,11 @@ def format_metrics(m: dict | None) -> str:
         isinstance(x, (int, float, type(None))) for x in v.values())
         and any("recall" in c or "@" in c or "median" in c for c in v)}
     cols = list(dict.fromkeys(c for v in rows.values() for c in v))
-    lines.append(f"{'':20s}" + "".join(f"{c:>12s}" for c in cols))
+    width = {c: max(12, len(c) + 2) for c in cols}
+    lines.append(f"{'':20s}" + "".join(f"{c:>{width[c]}s}" for c in cols))
     for k, v in rows.items():
-        lines.append(f"{k:20s}" + "".join(f"{'-' if v.get(c) is None else format(v[c], '.3f'):>12s}" for c in cols))
+        lines.append(f"{k:20s}" + "".join(f"{'-' if v.get(c) is None else format(v[c], '.3f'):>{width[c]}s}"
+                                          for c in cols))
     return "\n".join(lines)
 
 
