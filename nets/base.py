@@ -1,7 +1,7 @@
 """The interface every learned model of the inference server implements (hloc's ``BaseModel`` pattern).
 
 A model declares its registry ``name``, the request ``task`` it answers
-(``"depth"``, ``"descriptor"``, ``"pose"``, ``"odometry"``), a ``version``, its
+(``"depth"``, ``"descriptor"``, ``"pose"``, ``"pose_clip"``, ``"odometry"``), a ``version``, its
 ``default_conf`` and the arrays a request must carry (``required_inputs``).
 The server batches requests of one task and calls :meth:`BaseModel.infer` on
 the batch. Checkpoints are local files only, loaded with
@@ -21,7 +21,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-TASKS = ("depth", "descriptor", "pose", "odometry")
+TASKS = ("depth", "descriptor", "pose", "pose_clip", "odometry")
 
 
 class ModelError(RuntimeError):

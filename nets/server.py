@@ -13,7 +13,7 @@ The config::
         conf: {}                            # the model's settings over its default_conf
 
 Requests are bus messages whose ``type`` is a task (``depth``, ``descriptor``,
-``pose``, ``odometry``); the answer has the same type, the model's name,
+``pose``, ``pose_clip``, ``odometry``); the answer has the same type, the model's name,
 version and checkpoint in ``meta["model"]`` and the server's name and version
 in ``meta["server"]``. A ``heartbeat`` request is answered with the server's
 name, version and models. Requests that arrive together are batched per task.

@@ -6,7 +6,13 @@
 
 ``--data`` takes any sequence folder the readers open (each its own world);
 ``--synth-seeds`` renders tiny synthetic rooms (two traversals each) into
-``--cache`` once and reuses them.
+``--cache`` once and reuses them; ``--map`` reads the keyframes of saved SLAM
+maps. ``--holdout`` keeps frames of the same scenes out of training for the
+evaluation (per-scene models: PoseNet, VidLoc):
+
+    slam-train posenet --synth-seeds 0 --holdout traversal:b --out /tmp/posenet.pt
+    slam-train posenet --map run/map.npz --holdout every:5 --out /tmp/posenet.pt
+    slam-eval-model posenet /tmp/posenet.pt --synth-seeds 0 --holdout traversal:b
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from pathlib import Path
 
 from nets.base import ModelError
 from nets.registry import create
-from nets.train.data import Clip, default_cache_dir, load_clip, parse_seeds, synth_clips
+from nets.train.data import (HOLDOUT_HELP, Clip, default_cache_dir, load_clip, load_map_clip, parse_seeds,
+                             split_holdout, synth_clips)
 from nets.train.trainable import SIZES, TrainableModel
 from slam.errors import DataError
 
@@ -30,11 +37,19 @@ log = logging.getLogger("nets.train")
 def _data_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
     p.add_argument(f"--{prefix}data", nargs="+", default=[], metavar="SEQ", help="sequence folders (any reader)")
     p.add_argument(f"--{prefix}synth-seeds", metavar="SEEDS", help="synthetic rooms, e.g. 0-7 or 1,3,5")
+    if not prefix:
+        p.add_argument("--map", nargs="+", default=[], metavar="MAP",
+                       help="saved SLAM maps (map.npz): their keyframes' thumbnails and poses")
+        p.add_argument("--holdout", metavar="SPEC", help=HOLDOUT_HELP)
 
 
 def load_clips(data: list[str], seeds: str | None, size_wh: tuple[int, int], cache: Path,
-               with_depth: bool = False) -> list[Clip]:
+               with_depth: bool = False, maps: list[str] | None = None) -> list[Clip]:
     clips = [load_clip(p, size_wh, with_depth=with_depth) for p in data]
+    if maps:
+        if with_depth:
+            raise ModelError("--map: saved maps keep keyframe images but no depth; this model needs depth")
+        clips += [load_map_clip(p, size_wh) for p in maps]
     if seeds:
         clips += synth_clips(parse_seeds(seeds), cache, size_wh, with_depth=with_depth)
     return clips
@@ -73,10 +88,13 @@ def train_main(argv: list[str] | None = None) -> int:
                                  evaluate=not args.no_eval)
         probe = build_model(args.model, TrainSettings(size=args.size, conf=conf), "cpu")
         size, depth = probe.input_size, probe.needs_depth
-        clips = load_clips(args.data, args.synth_seeds, size, args.cache, depth)
+        clips = load_clips(args.data, args.synth_seeds, size, args.cache, depth, args.map)
         if not clips:
-            raise ModelError("no training data: give --data SEQ... and/or --synth-seeds")
+            raise ModelError("no training data: give --data SEQ..., --synth-seeds and/or --map")
         val = load_clips(args.val_data, args.val_synth_seeds, size, args.cache, depth)
+        if args.holdout:
+            clips, held = split_holdout(clips, args.holdout)
+            val = held + val
         sidecar = train(args.model, clips, args.out, settings, val_clips=val or None)
     except (ModelError, DataError, ValueError) as e:
         print(f"slam-train: error: {e}", file=sys.stderr)
@@ -92,11 +110,14 @@ def format_metrics(m: dict | None) -> str:
         return "no metrics"
     lines = [f"{k}: {v}" for k, v in m.items() if not isinstance(v, dict)]
     rows = {k: v for k, v in m.items() if isinstance(v, dict) and v and all(
-        isinstance(x, (int, float, type(None))) for x in v.values()) and any("recall" in c or "@" in c for c in v)}
+        isinstance(x, (int, float, type(None))) for x in v.values())
+        and any("recall" in c or "@" in c or "median" in c for c in v)}
     cols = list(dict.fromkeys(c for v in rows.values() for c in v))
-    lines.append(f"{'':20s}" + "".join(f"{c:>12s}" for c in cols))
+    width = {c: max(12, len(c) + 2) for c in cols}
+    lines.append(f"{'':20s}" + "".join(f"{c:>{width[c]}s}" for c in cols))
     for k, v in rows.items():
-        lines.append(f"{k:20s}" + "".join(f"{'-' if v.get(c) is None else format(v[c], '.3f'):>12s}" for c in cols))
+        lines.append(f"{k:20s}" + "".join(f"{'-' if v.get(c) is None else format(v[c], '.3f'):>{width[c]}s}"
+                                          for c in cols))
     return "\n".join(lines)
 
 
@@ -126,10 +147,14 @@ def eval_main(argv: list[str] | None = None) -> int:
         model.load_weights(args.checkpoint)
         model.net.eval()
         size, depth = model.input_size, model.needs_depth
-        clips = load_clips(args.data, args.synth_seeds, size, args.cache, depth)
+        clips = load_clips(args.data, args.synth_seeds, size, args.cache, depth, args.map)
         if not clips:
-            raise ModelError("no evaluation data: give --data SEQ... and/or --synth-seeds")
-        fit = load_clips(args.fit_data, args.fit_synth_seeds, size, args.cache, depth) or None
+            raise ModelError("no evaluation data: give --data SEQ..., --synth-seeds and/or --map")
+        fit = load_clips(args.fit_data, args.fit_synth_seeds, size, args.cache, depth)
+        if args.holdout:  # evaluate on the held-out frames; the rest is what the model (and baselines) fit on
+            rest, clips = split_holdout(clips, args.holdout)
+            fit = rest + fit
+        fit = fit or None
         metrics = model.evaluate(clips, fit_clips=fit, seed=args.seed)
     except (ModelError, DataError, ValueError) as e:
         print(f"slam-eval-model: error: {e}", file=sys.stderr)

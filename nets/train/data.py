@@ -88,6 +88,12 @@ class Clip:
         """(N,) bool: frames with a ground-truth pose."""
         return np.isfinite(self.T_w_c).all(axis=(1, 2))
 
+    def take(self, rows: np.ndarray, suffix: str) -> Clip:
+        """The frames ``rows`` (indices or a bool mask) as a clip of the same world named ``name + suffix``."""
+        return Clip(name=self.name + suffix, world=self.world, images=self.images[rows], T_w_c=self.T_w_c[rows],
+                    frame_index=self.frame_index[rows], depth=None if self.depth is None else self.depth[rows],
+                    source=self.source)
+
 
 def resize_image(image: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
     """``image`` (H, W, 3) uint8 resized to ``size_wh`` = (width, height) (area filter when shrinking)."""
@@ -205,3 +211,116 @@ def default_cache_dir() -> Path:
 
     root = os.environ.get("SLAM_CACHE") or Path.home() / ".cache" / "slam"
     return Path(root) / "synth"
+
+
+HOLDOUT_HELP = ("frames held out for evaluation: every:N (every N-th frame of each clip), last:P (the last P %% of "
+                "each clip), traversal:X (synthetic traversal X of each room, e.g. traversal:b)")
+
+
+def split_holdout(clips: list[Clip], spec: str) -> tuple[list[Clip], list[Clip]]:
+    """``(train, held_out)`` clips of ``spec`` (see :data:`HOLDOUT_HELP`); the held-out frames stay in their
+    clip's world, so a per-scene model (PoseNet) is evaluated on frames of the scene it was trained on.
+
+    ``every:N`` holds out frames N-1, 2N-1, ... of each clip; ``last:P`` the last P % of each clip (at least
+    one frame, at least one left to train on); ``traversal:X`` every clip named ``*-X`` (synthetic rooms name
+    their traversals ``tiny-s<seed>-a``/``-b``). A spec that holds out nothing, or everything, is a ValueError.
+    """
+    kind, _, arg = str(spec).partition(":")
+    train, held = [], []
+    if kind == "every":
+        try:
+            n = int(arg)
+        except ValueError:
+            n = 0
+        if n < 2:
+            raise ValueError(f"bad --holdout {spec!r}: every:N needs an integer N >= 2")
+        for c in clips:
+            mask = np.arange(len(c)) % n == n - 1
+            train.append(c.take(~mask, ""))
+            held.append(c.take(mask, f"[every {n}]"))
+    elif kind == "last":
+        try:
+            p = float(arg.rstrip("%"))
+        except ValueError:
+            p = -1.0
+        if not 0 < p < 100:
+            raise ValueError(f"bad --holdout {spec!r}: last:P needs a percentage 0 < P < 100")
+        for c in clips:
+            k = min(max(1, int(round(len(c) * p / 100))), len(c) - 1)
+            train.append(c.take(np.arange(len(c) - k), ""))
+            held.append(c.take(np.arange(len(c) - k, len(c)), f"[last {p:g}%]"))
+    elif kind == "traversal" and arg:
+        for c in clips:
+            (held if c.name.endswith(f"-{arg}") else train).append(c)
+    else:
+        raise ValueError(f"bad --holdout {spec!r}: use every:N, last:P or traversal:X")
+    train = [c for c in train if len(c)]
+    held = [c for c in held if len(c)]
+    if not held:
+        raise ValueError(f"--holdout {spec!r} holds out no frame of clips {[c.name for c in clips]}")
+    if not train:
+        raise ValueError(f"--holdout {spec!r} leaves no frame to train on")
+    return train, held
+
+
+MAP_THUMBNAIL_SHAPE = (120, 160, 3)  # kf_thumbnail: each keyframe's image at 160x120, uint8 RGB
+
+
+def load_map_clip(path: str | Path, size_wh: tuple[int, int]) -> Clip:
+    """The keyframes of a saved SLAM map (``slam-run ... --out DIR`` writes ``DIR/map.npz``) as a :class:`Clip`:
+    images from ``kf_thumbnail`` (K, 120, 160, 3) uint8 RGB resized to ``size_wh``, poses ``T_w_c`` inverted
+    from ``kf_T_c_w`` (K, 4, 4) (world -> camera, the map's world frame), in ``kf_timestamp`` order.
+    Keyframes that ``kf_has_thumbnail`` (K,) bool marks as without an image (zero rows) are left out.
+
+    Reads those members alone with numpy (no pickle, no backbone import). A missing file, a map saved
+    before keyframes kept thumbnails, or members whose shapes disagree are a :class:`DataError` naming the file.
+    """
+    path = Path(path)
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(path, "no such map file") from None
+    except (OSError, ValueError) as e:
+        raise DataError(path, f"not a readable map file (.npz): {e}") from None
+    with npz:
+        names = set(npz.files)
+        if "kf_T_c_w" not in names:
+            raise DataError(path, "not a SLAM map: no kf_T_c_w member (keyframe poses)")
+        if "kf_thumbnail" not in names:
+            raise DataError(path, "the map has no keyframe images (kf_thumbnail): it was saved before maps kept "
+                                  "them; run slam-run again to save a map with thumbnails")
+        try:
+            T_c_w = np.asarray(npz["kf_T_c_w"], np.float64)
+            thumbs = npz["kf_thumbnail"]
+            stamps = npz["kf_timestamp"] if "kf_timestamp" in names else None
+            has = npz["kf_has_thumbnail"] if "kf_has_thumbnail" in names else None
+            index = npz["kf_frame_index"] if "kf_frame_index" in names else None
+        except (OSError, ValueError, EOFError) as e:  # a corrupt or truncated member
+            raise DataError(path, f"cannot read the keyframe members: {e}") from None
+    k = len(T_c_w)
+    if T_c_w.ndim != 3 or T_c_w.shape[1:] != (4, 4):
+        raise DataError(path, f"kf_T_c_w has shape {T_c_w.shape}, expected (K, 4, 4)")
+    if thumbs.dtype != np.uint8 or thumbs.shape != (k, *MAP_THUMBNAIL_SHAPE):
+        raise DataError(path, f"kf_thumbnail is {thumbs.shape} {thumbs.dtype}, expected ({k}, 120, 160, 3) uint8 "
+                              f"(one per keyframe pose)")
+    for name, arr in (("kf_timestamp", stamps), ("kf_frame_index", index), ("kf_has_thumbnail", has)):
+        if arr is not None and arr.shape != (k,):
+            raise DataError(path, f"{name} has shape {arr.shape}, expected ({k},) (one per keyframe)")
+    if k == 0:
+        raise DataError(path, "the map has no keyframes")
+    if not np.isfinite(T_c_w).all():
+        raise DataError(path, "kf_T_c_w has non-finite entries")
+    order = np.argsort(stamps, kind="stable") if stamps is not None else np.arange(k)
+    if has is not None:
+        order = order[has.astype(bool)[order]]
+        if len(order) == 0:
+            raise DataError(path, "no keyframe of the map has its image (kf_has_thumbnail is all false)")
+        if len(order) < k:
+            log.info("%s: %d of %d keyframes have no thumbnail: left out", path, k - len(order), k)
+    T_w_c = np.linalg.inv(T_c_w[order])
+    images = np.stack([resize_image(im, size_wh) for im in thumbs[order]])
+    frames = (index[order] if index is not None else order).astype(np.int64)
+    clip = Clip(name=f"map:{path.name}", world=str(path.resolve()), images=images, T_w_c=T_w_c,
+                frame_index=frames, source=str(path))
+    log.info("%s: %d keyframes at %dx%d", path, k, *size_wh)
+    return clip
