@@ -35,6 +35,8 @@ LAP_FRAMES = 600  # loop600: the camera is back at its start every 600 frames
 FOUR_LAPS = "synth_loop600 x4 laps seed 0 (rgbd, PNG replay)"
 LOOP_OFF = ["--set", "loop.enabled=false"]
 SPEED_CASE = "synth_loop600 seed 0 (rgbd, frames in memory, arriving at 90 Hz)"
+FALSE_LOOP_SEQS = ("noloop600_s0", "loop600_distractor_s0")
+TRUE_LOOP_M, TRUE_LOOP_DEG = 1.0, 30.0  # a closed loop is true when its two keyframes' true poses are this close
 
 
 def cases(synth: Path) -> list[dict]:
@@ -64,6 +66,10 @@ def cases(synth: Path) -> list[dict]:
     c.append(dict(name=FOUR_LAPS, seq=synth / "loop2400_s0", mode="rgbd", args=[], laps=4))
     c.append(dict(name=FOUR_LAPS.replace(")", ", loop closing off)"), seq=synth / "loop2400_s0", mode="rgbd",
                   args=LOOP_OFF, laps=4))
+    # no revisit at all, and a loop past two identical posters on opposite walls: a loop closed anywhere but at
+    # a true revisit is false (ground truth decides, run_once)
+    for name in FALSE_LOOP_SEQS:
+        c.append(dict(name=f"synth_{name} (rgbd, PNG replay)", seq=synth / name, mode="rgbd", args=[]))
     # --preload: frames decoded into memory first, as a camera delivers them
     c.append(dict(name="synth_loop600 seed 0 (rgbd, frames in memory)", seq=synth / "loop600_s0", mode="rgbd",
                   args=["--preload"]))
@@ -80,11 +86,32 @@ def ensure_synthetic(synth: Path) -> None:
     laps4 = preset("loop600")
     laps4.num_frames, laps4.stereo, laps4.imu = 4 * LAP_FRAMES, False, False  # RGB-D only: a quarter of the disk
     for name, cfg in ([("demo", preset("demo"))] + [(f"loop600_s{s}", preset("loop600")) for s in SEEDS]
-                      + [("loop2400_s0", laps4)]):
+                      + [("loop2400_s0", laps4)] + [(n, _rgbd_only(n.rsplit("_s", 1)[0])) for n in FALSE_LOOP_SEQS]):
         if not (synth / name / "synth.json").is_file():
             if name.startswith("loop"):
                 cfg.seed = int(name.rsplit("_s", 1)[1])
             generate(cfg, synth / name, progress=False)
+
+
+def _rgbd_only(name: str):
+    cfg = preset(name)
+    cfg.stereo, cfg.imu = False, False
+    return cfg
+
+
+def false_loops(seq: Path, loops: list[dict]) -> int:
+    """Closed loops whose two keyframes' true camera poses are more than TRUE_LOOP_M / TRUE_LOOP_DEG apart."""
+    from slam.datasets import open_sequence
+    from slam.geometry import inv_pose, so3_log
+
+    gt = open_sequence(seq).groundtruth().poses  # synthetic: one true pose per frame, in frame order
+    bad = 0
+    for lp in loops:
+        a, b = gt[lp["frame_index"]], gt[lp["loop_frame_index"]]
+        d = inv_pose(a) @ b
+        far = np.linalg.norm(d[:3, 3]) > TRUE_LOOP_M or np.degrees(np.linalg.norm(so3_log(d[:3, :3]))) > TRUE_LOOP_DEG
+        bad += int(far)
+    return bad
 
 
 def per_lap_ate(seq: Path, out: Path, laps: int) -> list[float | None]:
@@ -128,6 +155,7 @@ def run_once(case: dict, out: Path) -> dict:
         "loops": len(s.get("loops", [])) if s else None,
         "loop_frames": [lp["frame_index"] for lp in s.get("loops", [])] if s else None,
         "global_ba_runs": ((s.get("loop_closing") or {}).get("global_ba") or {}).get("runs"),
+        "false_loops": false_loops(case["seq"], s.get("loops", [])) if s and "synth" in case["name"] else None,
         "lap_ate_m": per_lap_ate(case["seq"], out, case["laps"]) if case.get("laps") and rc == 0 else None,
     }
 
@@ -225,6 +253,12 @@ def loop_targets(runs) -> list[list[str]]:
                           f"keyframes {k4:.0f} vs {k1:.0f} ({k4 / k1:.2f}x); ATE " + ", ".join(fmt(a, 4) for a in ates)
                           + " m; per lap (mm) " + "; ".join("/".join(fmt(x * 1e3 if x is not None else None, 1)
                                                                       for x in lp) for lp in laps)))
+    fl = {n: runs(f"synth_{n} (rgbd, PNG replay)") for n in FALSE_LOOP_SEQS}
+    if all(fl.values()):
+        rows.append(check("Zero false loop closures: no revisit (noloop600) and two identical posters "
+                          "(loop600_distractor), every run", all(r["false_loops"] == 0 for v in fl.values() for r in v),
+                          "; ".join(f"{n}: loops per run " + ", ".join(str(r["loops"]) for r in v) + ", false "
+                                    + ", ".join(str(r["false_loops"]) for r in v) for n, v in fl.items())))
     k = runs("kitti07_160 (mono)")
     if k:
         rows.append(check("KITTI 07 clip (mono): loops found (report; no false loop)", True,
@@ -275,7 +309,7 @@ def main() -> None:
               "pose interval ms median / p95", "latency ms median / p95", "tracking ms median / p95",
               "mapping ms per KF (BA)", "wall s", "commit"]
     ordered = [done[c["name"]] for c in cases(args.synth_dir) if c["name"] in done]
-    md = (md_header("Backbone benchmark", m, args.repeat) + "\n## Targets (issue 11)\n\n"
+    md = (md_header("Backbone benchmark", m, args.repeat) + "\n## Targets (issues 11 and 13)\n\n"
           + md_table(["target", "result", "measured"], targets(done)) + "\n\n## Cases\n\n"
           + md_table(header, [case_row(c) for c in ordered]) + "\n\n" + LEGEND)
     write_results("backbone", m, ordered, md)

@@ -59,7 +59,8 @@ class LoopRecord:
 
     keyframe: int
     loop_keyframe: int
-    frame_index: int
+    frame_index: int  # the current keyframe's frame
+    loop_frame_index: int  # the loop keyframe's frame
     inliers: int
     matched_points: int
     translation_m: float
@@ -326,8 +327,10 @@ class LoopCloser:
         for start in range(0, len(ids), 200):
             m.refresh_points(ids[start : start + 200], descriptors=False)
         dt, dr = pose_change(T_before, T_after)
-        rec = LoopRecord(kf.id, loop.loop_kf_id, kf.frame_index, loop.inliers, loop.matched, dt, dr,
-                         float(sim3_scale(loop.S_12)), snap.fused, time.perf_counter() - t0)
+        loop_kf = m.keyframes.get(loop.loop_kf_id)
+        rec = LoopRecord(kf.id, loop.loop_kf_id, kf.frame_index, loop_kf.frame_index if loop_kf is not None else -1,
+                         loop.inliers, loop.matched, dt, dr, float(sim3_scale(loop.S_12)), snap.fused,
+                         time.perf_counter() - t0)
         self.loops.append(rec)
         self.last_loop_kf = kf.id
         self.consistency.reset()
