@@ -50,8 +50,20 @@ def check_loss_conf(conf: dict[str, Any], model: str) -> None:
         raise ModelError(f"{model}: loss must be one of {LOSSES}, got {conf['loss']!r}")
 
 
+class PoseRegressor(TrainableModel):
+    """What the pose regressors (PoseNet, VidLoc) share as models: channel lists as ints (a sidecar's JSON
+    gives them back as such anyway), their loss settings checked at construction."""
+
+    def __init__(self, conf: dict[str, Any] | None = None, device: str = "cpu"):
+        if conf is not None and "channels" in conf:
+            conf = {**conf, "channels": [int(c) for c in conf["channels"]]}
+        super().__init__(conf, device)
+        check_loss_conf(self.conf, self.name)
+        self._warned_untrained = False
+
+
 @register
-class PoseNet(TrainableModel):
+class PoseNet(PoseRegressor):
     name = "posenet"
     task = "pose"
     version = "1"
@@ -76,13 +88,6 @@ class PoseNet(TrainableModel):
         "augment_gain": 0.15,  # random shifts and brightness/contrast
         "infer_batch": 32,
     }
-
-    def __init__(self, conf: dict[str, Any] | None = None, device: str = "cpu"):
-        if conf is not None and "channels" in conf:
-            conf = {**conf, "channels": [int(c) for c in conf["channels"]]}
-        super().__init__(conf, device)
-        check_loss_conf(self.conf, self.name)
-        self._warned_untrained = False
 
     def build_net(self) -> PoseNetNet:
         c = self.conf

@@ -29,12 +29,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from nets.models.posenet import check_loss_conf
+from nets.models.posenet import PoseRegressor
 from nets.pose_regression import (ImageEncoder, PoseHead, augment, evaluate_poses, mean_quaternion, pose_loss,
                                   poses_to_xq, single_world, to_hemisphere, xq_to_poses)
 from nets.registry import register
 from nets.train.data import Clip, resize_image
-from nets.train.trainable import TrainableModel
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ class VidLocNet(nn.Module):
 
 
 @register
-class VidLoc(TrainableModel):
+class VidLoc(PoseRegressor):
     name = "vidloc"
     task = "pose_clip"
     version = "1"
@@ -79,13 +78,6 @@ class VidLoc(TrainableModel):
         "batches_per_epoch": 0,  # 0: as many windows as training frames, once
         "augment_gain": 0.15,
     }
-
-    def __init__(self, conf: dict[str, Any] | None = None, device: str = "cpu"):
-        if conf is not None and "channels" in conf:
-            conf = {**conf, "channels": [int(c) for c in conf["channels"]]}
-        super().__init__(conf, device)
-        check_loss_conf(self.conf, self.name)
-        self._warned_untrained = False
 
     def build_net(self) -> VidLocNet:
         c = self.conf
