@@ -128,11 +128,15 @@ class System:
                                   self.tracker.disp_inv_sigma2)
         describer = (place_describer or OrbVladDescriber)()
         self.places = KeyFrameDatabase(describer.dim)
-        # loop.enabled=false: no loop detection, but keyframes still get descriptors (relocalisation)
+        # loop.enabled=false: no loop detection, but keyframes still get descriptors (relocalisation);
+        # monocular maps detect loops only with loop.monocular=true (LoopConfig)
+        detect = self.cfg.loop.enabled and (self.cfg.loop.monocular or not mode.startswith("mono"))
+        if self.cfg.loop.enabled and not detect:
+            log.info("loop closing off for a monocular map (--set loop.monocular=true turns it on)")
         self.loop_closer = LoopCloser(self.map, camera, mode, self.cfg, self.places, describer,
                                       self.tracker.extractor, self.tracker.bf, self.tracker.disp_inv_sigma2,
                                       pause_mapping=self._pause_mapping, resume_mapping=self._resume_mapping,
-                                      threaded=threaded, detect=self.cfg.loop.enabled)
+                                      threaded=threaded, detect=detect)
         self.mapper.keyframe_done = self.loop_closer.insert
         if self.tracker.relocalizer.describer.dim != describer.dim:
             raise ValueError(f"place describers of {self.tracker.relocalizer.describer.dim} and {describer.dim} values")
