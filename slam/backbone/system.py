@@ -27,6 +27,7 @@ from slam.geometry import PinholeCamera, inv_pose
 from slam.backbone.local_mapping import LocalMapper
 from slam.backbone.loop.keyframe_database import KeyFrameDatabase
 from slam.backbone.loop.loop_closing import LoopCloser
+from slam.backbone.frontend.pose_prior import PosePrior
 from slam.backbone.loop.place import OrbVladDescriber, PlaceDescriber
 from slam.backbone.map.map import Map
 from slam.records import Frame, StereoRig
@@ -106,10 +107,13 @@ class System:
 
     def __init__(self, camera: PinholeCamera, mode: str, cfg: SlamConfig | None = None,
                  stereo: StereoRig | None = None, threaded: bool = True,
-                 place_describer: Callable[[], PlaceDescriber] | None = None, initial_map: Map | None = None):
+                 place_describer: Callable[[], PlaceDescriber] | None = None, initial_map: Map | None = None,
+                 pose_prior: Callable[[], PosePrior] | None = None):
         """``place_describer``: a factory of place describers (None: ORB-VLAD), one per consumer.
         ``initial_map``: a loaded map (``slam-run --map``, checked against this camera and config by the
-        caller): the first frames relocalise in it, then tracking and mapping go on in its frame."""
+        caller): the first frames relocalise in it, then tracking and mapping go on in its frame.
+        ``pose_prior``: makes the tracker's pose prior (e.g. PoseNet), asked when relocalisation's place
+        retrieval fails (None: no prior)."""
         self.cfg = cfg or SlamConfig()
         self.place_describer_factory = place_describer  # loop closing and relocalisation each call it for their own
         self.mode = mode
@@ -123,7 +127,8 @@ class System:
         self.tracker = Tracker(camera, mode, self.map, self.cfg, stereo=stereo,
                                insert_keyframe=self._insert_keyframe, mapper_idle=self._mapper_idle,
                                mapper_accepts=self._mapper_accepts,
-                               place_describer=place_describer() if place_describer is not None else None)
+                               place_describer=place_describer() if place_describer is not None else None,
+                               pose_prior=pose_prior() if pose_prior is not None else None)
         self.mapper = LocalMapper(self.map, camera, mode, self.cfg, self.tracker.extractor, self.tracker.bf,
                                   self.tracker.disp_inv_sigma2)
         describer = (place_describer or OrbVladDescriber)()
@@ -209,6 +214,8 @@ class System:
             self.mapper.wait_backlog(0, 60.0)
         self.loop_closer.stop(drain=True)
         self.loop_closer.describer.close()
+        if self.tracker.relocalizer.prior is not None:
+            self.tracker.relocalizer.prior.close()
         if self.threaded:
             self.mapper.stop(drain=True)
 

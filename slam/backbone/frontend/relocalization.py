@@ -13,7 +13,13 @@
    :func:`pnp_usac`), pose optimisation; too few inliers: search more by
    projecting the points of the candidate and its covisible keyframes, optimise
    again (ORB-SLAM: a wide, then a narrow window);
-4. accept the first candidate with ``tracking.reloc_min_inliers`` inliers (ORB-SLAM: 50).
+4. accept the first candidate with ``tracking.reloc_min_inliers`` inliers (ORB-SLAM: 50);
+5. when every place candidate failed (or none came) and a pose prior is configured
+   (:class:`~slam.backbone.frontend.pose_prior.PosePrior`, e.g. PoseNet; submit/poll like the
+   describer): the frame's thumbnail goes to it, and with its latest answer (at most
+   ``MAX_ANSWER_AGE_FRAMES`` frames old) the keyframes near the prior pose
+   (:func:`~slam.backbone.frontend.pose_prior.keyframes_near`) are tried as in step 3, so a prior
+   is only ever accepted through the PnP inliers it leads to.
 
 The tracker then tracks its local map in the same frame and goes on in the same map.
 A frame with fewer keypoints than the inlier bound cannot relocalise and is not an
@@ -32,6 +38,7 @@ import numpy as np
 
 from slam.backbone.frontend.local_map import gather_points, project_visible
 from slam.backbone.frontend.matching import TH_HIGH, match_by_projection, match_descriptors, rotation_consistency
+from slam.backbone.frontend.pose_prior import PosePrior, keyframes_near
 from slam.backbone.loop.keyframe_database import KeyFrameDatabase
 from slam.backbone.loop.place import OrbVladDescriber, PlaceDescriber
 from slam.backbone.map.map import KeyFrame, Map
@@ -113,16 +120,19 @@ class Relocalization:
 
     kf_id: int
     n_inliers: int
-    score: float  # place similarity of the keyframe to the frame
+    score: float  # place similarity of the keyframe to the frame (pose prior: its distance to the prior, m)
+    source: str = "place"  # "place": a place candidate; "prior": a keyframe near the pose prior's answer
 
 
 class Relocalizer:
     """Relocalises the frames of one tracker (see the module docstring); runs in the tracking thread."""
 
-    def __init__(self, tracker: Tracker, describer: PlaceDescriber | None = None):
+    def __init__(self, tracker: Tracker, describer: PlaceDescriber | None = None, prior: PosePrior | None = None):
         self.tracker = tracker
         self.tc = tracker.tc
         self.describer: PlaceDescriber = describer if describer is not None else OrbVladDescriber()
+        self.prior = prior  # asked only when the place candidates fail (None: no prior)
+        self._latest_prior: tuple[int, np.ndarray] | None = None  # (frame index, T_w_c) of the latest prior answer
         self.places: KeyFrameDatabase | None = None  # System.places (shared with loop closing); own one if unset
         self._asked: set[int] = set()  # keyframes whose descriptor was requested here
         self._latest: tuple[int, np.ndarray] | None = None  # (frame index, descriptor) of the latest frame answer
@@ -149,18 +159,47 @@ class Relocalizer:
         if not self.attempted:
             return False
         desc = self._describe(cur)
-        if desc is None:
-            return False
-        cands = self._candidates(desc, allowed)
+        cands = [] if desc is None else self._candidates(desc, allowed)
         for kf, score in cands:
             n = self._try_candidate(cur, kf)
             if n >= self.tc.reloc_min_inliers:
                 self.last = Relocalization(kf.id, n, score)
                 return True
+        n_prior = 0
+        if self.prior is not None:  # retrieval failed: keyframes near the pose prior's answer
+            tried = {kf.id for kf, _ in cands}
+            prior_cands = [(kf, d) for kf, d in self._prior_candidates(cur, allowed) if kf.id not in tried]
+            n_prior = len(prior_cands)
+            for kf, dist in prior_cands:
+                n = self._try_candidate(cur, kf)
+                if n >= self.tc.reloc_min_inliers:
+                    self.last = Relocalization(kf.id, n, dist, source="prior")
+                    log.info("frame %d: place retrieval failed (%d candidates); the pose prior (%s) gave the "
+                             "relocalisation: keyframe %d, %.2f m from the prior pose, %d inliers", cur.index,
+                             len(cands), self.prior.name, kf.id, dist, n)
+                    return True
         cur.point_ids[:] = -1
         cur.outlier[:] = False
-        log.debug("frame %d: relocalisation failed against %d candidates", cur.index, len(cands))
+        log.debug("frame %d: relocalisation failed against %d place and %d prior candidates", cur.index, len(cands),
+                  n_prior)
         return False
+
+    def _prior_candidates(self, cur: TrackedFrame,
+                          allowed: Callable[[KeyFrame], bool]) -> list[tuple[KeyFrame, float]]:
+        """Ask the prior about ``cur``; the keyframes near its latest answer (none when that is older than
+        ``MAX_ANSWER_AGE_FRAMES`` frames: an answer of an earlier loss is not used)."""
+        self.prior.submit(("frame", cur.index), cur.thumbnail())
+        for ans in self.prior.poll():
+            _, ident = ans.key
+            if ans.T_w_c is None:
+                log.debug("no pose prior for frame %d: %s", ident, ans.error)
+            elif self._latest_prior is None or ident >= self._latest_prior[0]:
+                self._latest_prior = (ident, np.asarray(ans.T_w_c, np.float64))
+        if self._latest_prior is None or not 0 <= cur.index - self._latest_prior[0] <= MAX_ANSWER_AGE_FRAMES:
+            return []
+        if self._latest_prior[0] != cur.index:
+            log.debug("frame %d: pose prior of frame %d (answers late)", cur.index, self._latest_prior[0])
+        return keyframes_near(self.tracker.map, self._latest_prior[1], allowed)
 
     def _describe(self, cur: TrackedFrame) -> np.ndarray | None:
         """The descriptor of the latest frame answered (this one when the describer is synchronous)."""

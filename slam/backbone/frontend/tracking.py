@@ -109,7 +109,8 @@ class FrameResult:
 class Tracker:
     def __init__(self, camera: PinholeCamera, mode: str, slam_map: Map, cfg: SlamConfig,
                  stereo: StereoRig | None = None, insert_keyframe=None, mapper_idle=lambda: True,
-                 rgbd_virtual_baseline: float = 0.08, mapper_accepts=lambda: True, place_describer=None):
+                 rgbd_virtual_baseline: float = 0.08, mapper_accepts=lambda: True, place_describer=None,
+                 pose_prior=None):
         self.camera = camera
         self.ideal_camera = camera.undistorted()  # the pinhole model of undistorted keypoints (uv_und)
         self.K = camera.K
@@ -151,7 +152,8 @@ class Tracker:
         self.T_w_c_prior = np.eye(4)  # where a new map starts (continuity after a reset)
         self.map_id = 0  # the map being built: +1 at each reset that leaves a map behind (until maps merge)
         # ---- relocalisation (slam.backbone.frontend.relocalization)
-        self.relocalizer = Relocalizer(self, place_describer)  # its own describer, never loop closing's
+        # its own describer, never loop closing's; ``pose_prior`` (a PosePrior or None): asked when retrieval fails
+        self.relocalizer = Relocalizer(self, place_describer, pose_prior)
         self.n_reloc_failed = 0  # frames with keypoints on which relocalisation failed since the loss
         self.reloc_pending = False  # a loaded map: relocalise in it before starting a map of our own
         self.map_origin: int | None = None  # first keyframe of the map tracked now (relocalisation stays in it)
@@ -514,7 +516,7 @@ class Tracker:
         n = len(cur.matched())
         self.relocalizations.append({"frame": cur.index, "keyframe": r.kf_id, "inliers": r.n_inliers,
                                      "local_map_inliers": n, "map": self.map_id, "lost_frames": lost_for,
-                                     "loaded_map": loaded})
+                                     "loaded_map": loaded, "source": r.source})
         log.info("relocalised at frame %d against keyframe %d, %d inliers (%d with the local map), map %d%s",
                  cur.index, r.kf_id, r.n_inliers, n, self.map_id,
                  " (the loaded map)" if loaded else f", after {lost_for} lost frames")
