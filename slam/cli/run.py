@@ -23,6 +23,9 @@ running ``slam-infer``) is configured, else ORB-VLAD; ``--place orb-vlad`` or
 ``netvlad`` forces one. NetVLAD runs in-process by default (the same server
 code on an ``inproc://`` endpoint: :mod:`slam.inference`). The log and
 ``summary.json`` (``place_recognition``) say which describer and why.
+``--pose-prior CKPT`` adds a PoseNet (in-process) as relocalisation's pose
+prior: when place retrieval fails, the keyframes near its pose are tried
+(``slam.backbone.frontend.pose_prior``; ``summary.json``: ``pose_prior``).
 
 Writes ``trajectory.txt`` (TUM, camera-to-world, every tracked frame),
 ``keyframes.txt``, ``map.npz`` (the map save file) and ``summary.json``
@@ -60,6 +63,7 @@ from slam.cli.untracked import why_untracked
 from slam.errors import DataError
 from slam.backbone.system import System
 from slam.inference.place import IN_PROCESS, PLACES, PlaceSettings, make_place_describer
+from slam.inference.pose_prior import PosePriorFactory, make_pose_prior
 from slam.backbone.map.map_io import load_map_for_run
 from slam.outputs import (PLOT, evaluate_run, loaded_map_summary, prepare_out_dir, save_empty_run, save_run,
                           write_summary)
@@ -118,6 +122,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     place.add_argument("--infer", default=IN_PROCESS, metavar="ENDPOINT|in-process",
                        help="where NetVLAD runs: in-process (default) or the endpoint of a running slam-infer, "
                             "e.g. ipc:///tmp/slam/infer")
+    place.add_argument("--pose-prior", type=Path, metavar="CKPT",
+                       help="PoseNet checkpoint (with its CKPT.json sidecar; slam-train posenet --map MAP) run "
+                            "in-process as relocalisation's pose prior: when place retrieval fails, the keyframes "
+                            "near its pose are tried (default: none)")
     p.add_argument("--map", type=Path, metavar="OLD/map.npz",
                    help="start in the saved map of an earlier run (same camera and feature settings): relocalise "
                         "in it, then track and map on in its frame (replay only)")
@@ -146,6 +154,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.launch is not None:
         if args.camera is not None:
             p.error("--camera goes in the launch file (processes.source.camera), not with --launch")
+        if args.pose_prior is not None:
+            p.error("--pose-prior: not yet with --launch (the launch file's SLAM process has no pose prior)")
         if args.place != "auto" or args.place_checkpoint is not None or args.infer != IN_PROCESS:
             p.error("--place, --place-checkpoint and --infer go in the launch file (processes.slam.place, "
                     "place_checkpoint; the inference endpoint), not with --launch")
@@ -193,9 +203,10 @@ def _run(args: argparse.Namespace) -> dict:
     n = len(seq) if args.max_frames is None else min(len(seq), args.max_frames)
     stop = StopRequest()
     place = make_place_describer(place_settings(args))
+    prior = pose_prior(args)
     with StopOnSignal(stop) as signals:  # a signal once tracking runs: stop, save what was tracked
         system = System(seq.camera, mode, cfg, stereo=seq.stereo, threaded=not args.sync_mapping,
-                        place_describer=place, initial_map=initial_map)
+                        place_describer=place, initial_map=initial_map, pose_prior=prior)
         wall0 = time.perf_counter()
         bar = _progress(args, n)
         # Frames are decoded ahead and their features extracted one frame ahead, in other threads,
@@ -229,7 +240,7 @@ def _run(args: argparse.Namespace) -> dict:
         if report.processed + len(report.skipped) < n:
             log.info("replay stopped: %s; saving what was tracked", report.stop_reason)
         head = {"sequence": str(args.sequence), "reader": type(seq).__name__, "mode": mode, "failure": failure,
-                "place_recognition": place.describe()}
+                "place_recognition": place.describe(), "pose_prior": None if prior is None else prior.describe()}
         summary, traj = save_run(args.out, system, head, n, report.skipped, runner.times, wall)
         summary["stop_reason"] = report.stop_reason
         summary["frame_accounting"] = frame_accounting(system, report, n)
@@ -248,6 +259,11 @@ def place_settings(args: argparse.Namespace) -> PlaceSettings:
     return PlaceSettings(place=args.place, infer=args.infer,
                          checkpoint=None if args.place_checkpoint is None else str(args.place_checkpoint),
                          server_serves_netvlad=True if args.infer != IN_PROCESS else None)  # --infer: the user says so
+
+
+def pose_prior(args: argparse.Namespace) -> PosePriorFactory | None:
+    """Relocalisation's pose prior of the command line (``--pose-prior CKPT``, in-process), or None."""
+    return None if args.pose_prior is None else make_pose_prior(args.pose_prior)
 
 
 def _progress(args: argparse.Namespace, total: int | None) -> console.Progress:
@@ -316,6 +332,7 @@ def _run_live(args: argparse.Namespace) -> dict:
                     "IMU samples attached to frames and counted", mode)
     console.log_config(log, "config", cfg.to_dict())  # also in summary.json
     place = make_place_describer(place_settings(args))
+    prior = pose_prior(args)
     system, runner, stop = None, None, StopRequest()
     wall0 = time.perf_counter()
     bar = _progress(args, args.max_frames)
@@ -325,7 +342,7 @@ def _run_live(args: argparse.Namespace) -> dict:
             source.start()
             if source.fault is None:
                 system = System(source.camera.camera, mode, cfg, threaded=not args.sync_mapping,
-                                place_describer=place)
+                                place_describer=place, pose_prior=prior)
                 runner = Runner(system, stop=stop, max_frames=args.max_frames)
                 runner.on_result = _show(bar, system, runner)
                 runner.times.t_last = time.perf_counter()
