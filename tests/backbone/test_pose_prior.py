@@ -130,3 +130,41 @@ def test_prior_at_a_place_the_frame_does_not_show_relocalises_nothing(black_seq,
     states = [r.state for r in results]
     assert states[BEFORE + BLACK:BEFORE + BLACK + 4] == [State.LOST] * 4
     assert states[BEFORE + BLACK + 4] == State.OK and system.tracker.map_id == 1
+
+
+class _DelayedPrior(_Prior):
+    """The prior's answers come ``delay`` polls late (one per frame asked): a PoseNet over the bus."""
+
+    def __init__(self, poses, delay: int):
+        super().__init__(poses)
+        self.delay, self.queue = delay, []
+
+    def poll(self) -> list[PoseAnswer]:
+        self.queue.append(super().poll())
+        return self.queue.pop(0) if len(self.queue) > self.delay else []
+
+
+class _StalePrior(_Prior):
+    """Answers (with the pose of the frame just asked about) that are for a frame ``age`` frames older: an
+    answer of an earlier loss, arriving now."""
+
+    def __init__(self, poses, age: int):
+        super().__init__(poses)
+        self.age = age
+
+    def poll(self) -> list[PoseAnswer]:
+        return [PoseAnswer(("frame", a.key[1] - self.age), a.T_w_c) for a in super().poll()]
+
+
+def test_late_prior_answers_are_used_only_while_recent(black_seq):
+    camera, frames = black_seq
+    # one frame late: the first textured frame has no answer yet, the next uses the first's
+    system, results = _run(camera, frames, _DelayedPrior(_map_poses(frames), delay=1))
+    assert results[BEFORE + BLACK].state == State.LOST
+    assert system.tracker.relocalizations[0]["frame"] == BEFORE + BLACK + 1
+    assert system.tracker.relocalizations[0]["source"] == "prior"
+    # an answer 15 frames old is still used; 16 (older than MAX_ANSWER_AGE_FRAMES) never is
+    system, _ = _run(camera, frames, _StalePrior(_map_poses(frames), age=15))
+    assert system.tracker.relocalizations[0]["frame"] == BEFORE + BLACK
+    system, _ = _run(camera, frames, _StalePrior(_map_poses(frames), age=16))
+    assert system.tracker.relocalizations == []
