@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from slam.backbone.loop.place import THUMBNAIL_WH, OrbVladDescriber, PlaceAnswer, PlaceDescriber, load_vocabulary
@@ -36,6 +35,7 @@ from slam.bus import topics
 from slam.bus.keys import CurveClient
 from slam.errors import DataError
 from slam.inference.client import InferenceClient
+from slam.inference.requests import ImageRequests, untrained
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +64,7 @@ class PlaceSettings:
     curve: CurveClient | None = None  # keys for a tcp endpoint on another machine
 
 
-def resize_thumbnail(image: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
-    """``image`` (H, W, 3) uint8 at ``size_wh`` = (width, height): area filter when shrinking, bilinear
-    when growing (the rule ``nets.train.data.resize_image`` applies on the server, so either side may do it)."""
-    if (image.shape[1], image.shape[0]) == tuple(size_wh):
-        return image
-    shrink = image.shape[1] > size_wh[0]
-    return cv2.resize(image, tuple(size_wh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-
-
-class NetVladDescriber:
+class NetVladDescriber(ImageRequests):
     """Place descriptors from a NetVLAD model answering ``descriptor`` requests through ``client``.
 
     ``dim``: descriptor length (answers of another length are errors); ``input_wh``: the network's input
@@ -83,66 +74,27 @@ class NetVladDescriber:
     """
 
     name = "netvlad"
+    task, topic, label, log = TASK, topics.DESCRIPTORS, "netvlad", log
 
     def __init__(self, client: InferenceClient, dim: int, input_wh: tuple[int, int] | None = None,
                  deadline_s: float = 0.5):
-        self.client = client
+        super().__init__(client, input_wh, deadline_s)
         self.dim = int(dim)
-        self.input_wh = None if input_wh is None else (int(input_wh[0]), int(input_wh[1]))
-        self.deadline_s = deadline_s
-        self._keys: dict[int, tuple[Hashable, float]] = {}  # request id -> (key, forget after: monotonic s)
-        self._refused: str | None = None  # why the last answer was refused (untrained model, bad descriptor)
-        self._refusals_logged: set[str] = set()
 
     def submit(self, key: Hashable, thumbnail: np.ndarray | None, descriptors: np.ndarray) -> bool:
         """Send ``thumbnail`` (H x W x 3 uint8 RGB) for description; False when there is none or the client's
         backlog is full (a server gone for a while). ``descriptors`` (ORB) are not used by NetVLAD."""
-        if thumbnail is None:
-            return False
-        img = np.asarray(thumbnail)
-        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-            self._log_refusal(f"thumbnail of shape {img.shape} {img.dtype}, not H x W x 3 uint8: not sent")
-            return False
-        if self.input_wh is not None:
-            img = resize_thumbnail(img, self.input_wh)
-        rid = self.client.submit(TASK, {"image": np.ascontiguousarray(img)}, self.deadline_s,
-                                 topic=topics.DESCRIPTORS)
-        if rid is None:
-            return False
-        self._keys[rid] = (key, time.monotonic() + self.deadline_s + self.client.keep_late_s + 1.0)
-        return True
+        return self.send(key, thumbnail)
 
     def poll(self) -> list[PlaceAnswer]:
         """The answers since the last poll: descriptors (in time or ``late``) and failures (descriptor None)."""
-        out: list[PlaceAnswer] = []
-        for r in self.client.poll():
-            entry = self._keys.get(r.request_id)
-            if entry is None:
-                continue
-            key = entry[0]
-            if r.timed_out:  # kept: a late answer may follow
-                out.append(PlaceAnswer(key, None, f"no answer within {self.deadline_s:.2f} s"))
-                continue
-            del self._keys[r.request_id]
-            if r.error is not None:
-                out.append(PlaceAnswer(key, None, r.error, late=r.late))
-                continue
-            d, why = self._descriptor(r.reply.meta, r.reply.arrays)
-            self._refused = why
-            if why is not None:
-                self._log_refusal(why)
-            out.append(PlaceAnswer(key, d, why, late=r.late))
-        now = time.monotonic()
-        for rid in [rid for rid, (_, forget) in self._keys.items() if now > forget]:
-            del self._keys[rid]
-        return out
+        return [PlaceAnswer(key, d, why, late=late) for key, d, why, late in self.answers()]
 
-    def _descriptor(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> tuple[np.ndarray | None, str | None]:
+    def convert(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> tuple[np.ndarray | None, str | None]:
         """The answer's descriptor, or why it cannot be used for place recognition."""
-        model = meta.get("model") if isinstance(meta.get("model"), dict) else {}
-        if not model.get("trained", False):
-            return None, (f"the {model.get('name', 'descriptor')} model at {self.client.where} has no checkpoint "
-                          "(untrained weights): not used for place recognition")
+        why = untrained(meta, self.client.where, "descriptor", "for place recognition")
+        if why is not None:
+            return None, why
         d = arrays.get("descriptor")
         if d is None:
             return None, "answer without a descriptor"
@@ -153,23 +105,6 @@ class NetVladDescriber:
         if not np.isfinite(n) or n == 0.0:
             return None, "descriptor zero or not finite"
         return d / n, None
-
-    def _log_refusal(self, why: str) -> None:
-        if why not in self._refusals_logged:
-            self._refusals_logged.add(why)
-            log.error("netvlad (%s): %s", self.client.where, why)
-
-    @property
-    def in_flight(self) -> int:
-        """Requests taken and neither answered nor timed out."""
-        return self.client.waiting
-
-    def available(self) -> bool:
-        """Whether descriptors come now: the server answers and its answers can be used."""
-        return self.client.available() and self._refused is None
-
-    def close(self) -> None:
-        self.client.close()
 
 
 # ------------------------------------------------------------------ choosing a describer
@@ -314,7 +249,7 @@ def _probe(client: InferenceClient, input_wh: tuple[int, int] | None, s: PlaceSe
                     return 0, r.error
                 d = r.reply.arrays.get("descriptor")
                 probe.dim = 0 if d is None else int(np.asarray(d).size)
-                _, why = probe._descriptor(r.reply.meta, r.reply.arrays)
+                _, why = probe.convert(r.reply.meta, r.reply.arrays)
                 return (probe.dim, None) if why is None else (0, why)
             if not sent and client.rpc.server_info is not None:  # the server has answered a heartbeat
                 sent = probe.submit("probe", grey, np.zeros((0, 32), np.uint8))

@@ -29,7 +29,8 @@ from slam.backbone.loop.place import THUMBNAIL_WH
 from slam.bus import topics
 from slam.errors import DataError
 from slam.inference.client import InferenceClient
-from slam.inference.place import IN_PROCESS, resize_thumbnail
+from slam.inference.place import IN_PROCESS
+from slam.inference.requests import ImageRequests, untrained
 
 log = logging.getLogger(__name__)
 
@@ -49,79 +50,27 @@ def check_pose(T: Any) -> tuple[np.ndarray | None, str | None]:
     return T, None
 
 
-class PoseNetPrior:
+class PoseNetPrior(ImageRequests):
     """Pose priors from a PoseNet answering ``pose`` requests through ``client`` (owned: closed by
     :meth:`close`). ``input_wh``: the network's input (width, height), thumbnails are resized to it before
     sending (None: the server resizes); ``deadline_s``: seconds until a request counts as timed out."""
 
     name = "posenet"
-
-    def __init__(self, client: InferenceClient, input_wh: tuple[int, int] | None = None, deadline_s: float = 0.5):
-        self.client = client
-        self.input_wh = None if input_wh is None else (int(input_wh[0]), int(input_wh[1]))
-        self.deadline_s = deadline_s
-        self._keys: dict[int, tuple[Hashable, float]] = {}  # request id -> (key, forget after: monotonic s)
-        self._refused: str | None = None
-        self._logged: set[str] = set()
+    task, topic, label, log = TASK, topics.RELOC, "posenet prior", log
 
     def submit(self, key: Hashable, thumbnail: np.ndarray | None) -> bool:
         """Send ``thumbnail`` (H x W x 3 uint8 RGB); False when there is none or the client's backlog is full."""
-        if thumbnail is None:
-            return False
-        img = np.asarray(thumbnail)
-        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-            self._log_once(f"thumbnail of shape {img.shape} {img.dtype}, not H x W x 3 uint8: not sent")
-            return False
-        if self.input_wh is not None:
-            img = resize_thumbnail(img, self.input_wh)
-        rid = self.client.submit(TASK, {"image": np.ascontiguousarray(img)}, self.deadline_s, topic=topics.RELOC)
-        if rid is None:
-            return False
-        self._keys[rid] = (key, time.monotonic() + self.deadline_s + self.client.keep_late_s + 1.0)
-        return True
+        return self.send(key, thumbnail)
 
     def poll(self) -> list[PoseAnswer]:
         """The answers since the last poll: poses and failures (``T_w_c`` None, with why)."""
-        out: list[PoseAnswer] = []
-        for r in self.client.poll():
-            entry = self._keys.get(r.request_id)
-            if entry is None:
-                continue
-            key = entry[0]
-            if r.timed_out:  # kept: a late answer may follow
-                out.append(PoseAnswer(key, None, f"no answer within {self.deadline_s:.2f} s"))
-                continue
-            del self._keys[r.request_id]
-            if r.error is not None:
-                out.append(PoseAnswer(key, None, r.error))
-                continue
-            T, why = self._pose(r.reply.meta, r.reply.arrays)
-            self._refused = why
-            if why is not None:
-                self._log_once(why)
-            out.append(PoseAnswer(key, T, why))
-        now = time.monotonic()
-        for rid in [rid for rid, (_, forget) in self._keys.items() if now > forget]:
-            del self._keys[rid]
-        return out
+        return [PoseAnswer(key, T, why) for key, T, why, _ in self.answers()]
 
-    def _pose(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> tuple[np.ndarray | None, str | None]:
-        model = meta.get("model") if isinstance(meta.get("model"), dict) else {}
-        if not model.get("trained", False):
-            return None, (f"the {model.get('name', 'pose')} model at {self.client.where} has no checkpoint "
-                          "(untrained weights): not used as a pose prior")
+    def convert(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> tuple[np.ndarray | None, str | None]:
+        why = untrained(meta, self.client.where, "pose", "as a pose prior")
+        if why is not None:
+            return None, why
         return check_pose(arrays.get("T_w_c"))
-
-    def _log_once(self, why: str) -> None:
-        if why not in self._logged:
-            self._logged.add(why)
-            log.error("posenet prior (%s): %s", self.client.where, why)
-
-    def available(self) -> bool:
-        return self.client.available() and self._refused is None
-
-    def close(self) -> None:
-        self.client.close()
 
 
 class PosePriorFactory:

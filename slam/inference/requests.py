@@ -1,0 +1,123 @@
+"""Images sent to one task of a model through the inference client, answers mapped back to the caller's keys.
+
+The bookkeeping that every learned input of the SLAM process shares (NetVLAD
+descriptors, PoseNet pose priors): a thumbnail is checked, resized to the
+network's input when that is known here (else the server resizes it by the
+same rule), sent without waiting; answers come back through :meth:`answers`
+as ``(key, value, why, late)``: a value, or None with why (error answer,
+timeout, untrained model, a malformed result). A timed-out request stays
+known for a while, so a late answer still reaches its key. A subclass names
+the ``task`` and bus ``topic`` and turns an answer into its value
+(:meth:`convert`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Hashable, Iterator
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+
+from slam.inference.client import InferenceClient
+
+
+def resize_thumbnail(image: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    """``image`` (H, W, 3) uint8 at ``size_wh`` = (width, height): area filter when shrinking, bilinear
+    when growing (the rule ``nets.train.data.resize_image`` applies on the server, so either side may do it)."""
+    if (image.shape[1], image.shape[0]) == tuple(size_wh):
+        return image
+    shrink = image.shape[1] > size_wh[0]
+    return cv2.resize(image, tuple(size_wh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def untrained(meta: dict[str, Any], where: str, what: str, use: str) -> str | None:
+    """Why an answer of a model without a checkpoint is not used (None: the model is trained)."""
+    model = meta.get("model") if isinstance(meta.get("model"), dict) else {}
+    if model.get("trained", False):
+        return None
+    return f"the {model.get('name', what)} model at {where} has no checkpoint (untrained weights): not used {use}"
+
+
+class ImageRequests:
+    """Requests of one ``task`` through ``client`` (owned: closed by :meth:`close`); see the module docstring.
+
+    ``input_wh``: the network's input (width, height) or None; ``deadline_s``: seconds until a request
+    counts as timed out.
+    """
+
+    task: ClassVar[str]
+    topic: ClassVar[str]
+    label: ClassVar[str]  # names the model in log lines
+    log: ClassVar[logging.Logger]
+
+    def __init__(self, client: InferenceClient, input_wh: tuple[int, int] | None = None, deadline_s: float = 0.5):
+        self.client = client
+        self.input_wh = None if input_wh is None else (int(input_wh[0]), int(input_wh[1]))
+        self.deadline_s = deadline_s
+        self._keys: dict[int, tuple[Hashable, float]] = {}  # request id -> (key, forget after: monotonic s)
+        self._refused: str | None = None  # why the last answer was refused (untrained model, bad result)
+        self._logged: set[str] = set()
+
+    def convert(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> tuple[Any, str | None]:
+        """An answer's value, or None and why it cannot be used."""
+        raise NotImplementedError
+
+    def send(self, key: Hashable, thumbnail: np.ndarray | None) -> bool:
+        """Send ``thumbnail`` (H x W x 3 uint8 RGB); False when there is none, it is malformed, or the
+        client's backlog is full (a server gone for a while)."""
+        if thumbnail is None:
+            return False
+        img = np.asarray(thumbnail)
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+            self.log_once(f"thumbnail of shape {img.shape} {img.dtype}, not H x W x 3 uint8: not sent")
+            return False
+        if self.input_wh is not None:
+            img = resize_thumbnail(img, self.input_wh)
+        rid = self.client.submit(self.task, {"image": np.ascontiguousarray(img)}, self.deadline_s, topic=self.topic)
+        if rid is None:
+            return False
+        self._keys[rid] = (key, time.monotonic() + self.deadline_s + self.client.keep_late_s + 1.0)
+        return True
+
+    def answers(self) -> Iterator[tuple[Hashable, Any, str | None, bool]]:
+        """``(key, value or None, why, late)`` of each answer since the last call (never blocks)."""
+        for r in self.client.poll():
+            entry = self._keys.get(r.request_id)
+            if entry is None:
+                continue
+            key = entry[0]
+            if r.timed_out:  # kept: a late answer may follow
+                yield key, None, f"no answer within {self.deadline_s:.2f} s", False
+                continue
+            del self._keys[r.request_id]
+            if r.error is not None:
+                yield key, None, r.error, r.late
+                continue
+            value, why = self.convert(r.reply.meta, r.reply.arrays)
+            self._refused = why
+            if why is not None:
+                self.log_once(why)
+            yield key, value, why, r.late
+        now = time.monotonic()
+        for rid in [rid for rid, (_, forget) in self._keys.items() if now > forget]:
+            del self._keys[rid]
+
+    def log_once(self, why: str) -> None:
+        if why not in self._logged:
+            self._logged.add(why)
+            self.log.error("%s (%s): %s", self.label, self.client.where, why)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests taken and neither answered nor timed out."""
+        return self.client.waiting
+
+    def available(self) -> bool:
+        """Whether usable answers come now: the server answers and its answers can be used."""
+        return self.client.available() and self._refused is None
+
+    def close(self) -> None:
+        self.client.close()
