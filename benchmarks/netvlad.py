@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import fmt, md_header, md_table, meta, summarise, write_results  # noqa: E402
+from nets.base import sidecar_path  # noqa: E402
 from nets.models.netvlad import NetVLAD  # noqa: E402
 from nets.train.data import default_cache_dir, load_clip, parse_seeds, synth_clips  # noqa: E402
 from nets.train.loop import TrainSettings, train  # noqa: E402
@@ -85,8 +86,8 @@ def main() -> int:
                 if beats:
                     args.checkpoint.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy(ckpt, args.checkpoint)
-                    sidecar_to = args.checkpoint.with_suffix(args.checkpoint.suffix + ".json")
-                    shutil.copy(ckpt.with_suffix(".pt.json"), sidecar_to)
+                    sidecar_to = sidecar_path(args.checkpoint)
+                    shutil.copy(sidecar_path(ckpt), sidecar_to)
                     kept = str(args.checkpoint)
                 logging.info("run 0 %s both baselines: checkpoint %s", "beats" if beats else "does not beat",
                              f"kept at {kept}" if kept else "not kept")

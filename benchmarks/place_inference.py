@@ -117,7 +117,7 @@ def network_alone(checkpoint: Path, thumbs: list[np.ndarray]) -> dict:
 
 
 def start_server(checkpoint: Path, folder: Path) -> tuple[subprocess.Popen, str]:
-    arch = json.loads(Path(str(checkpoint) + ".json").read_text())["architecture"]
+    arch = json.loads(Path(checkpoint).with_suffix(".json").read_text())["architecture"]
     conf = {k: v for k, v in arch.items() if k not in ("model", "version")}
     cfg = folder / "models.yaml"
     cfg.write_text(json.dumps({"models": [{"model": "netvlad", "checkpoint": str(checkpoint), "conf": conf}]}))
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         proc.terminate()
         proc.wait(10)
-    sidecar = json.loads(Path(str(ckpt) + ".json").read_text())
+    sidecar = json.loads(ckpt.with_suffix(".json").read_text())
     arch = sidecar["architecture"]
     m = meta(torch_threads=torch.get_num_threads(), omp=os.environ.get("OMP_NUM_THREADS"),
              architecture=arch, checkpoint=str(args.checkpoint) if args.checkpoint else f"untrained {args.size}")

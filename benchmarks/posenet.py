@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import fmt, md_header, md_table, meta, summarise, write_results  # noqa: E402
+from nets.base import sidecar_path  # noqa: E402
 from nets.models.posenet import PoseNet  # noqa: E402
 from nets.models.vidloc import VidLoc  # noqa: E402
 from nets.train.data import default_cache_dir, load_clip, parse_seeds, split_holdout, synth_clips  # noqa: E402
@@ -98,8 +99,7 @@ def main() -> int:
                         if beats(sidecar["metrics"], model):
                             args.checkpoint.parent.mkdir(parents=True, exist_ok=True)
                             shutil.copy(ckpt, args.checkpoint)
-                            shutil.copy(ckpt.with_suffix(".pt.json"),
-                                        args.checkpoint.with_suffix(args.checkpoint.suffix + ".json"))
+                            shutil.copy(sidecar_path(ckpt), sidecar_path(args.checkpoint))
                             kept = str(args.checkpoint)
                         logging.info("run 0 posenet: checkpoint %s", f"kept at {kept}" if kept else "not kept")
     summary = {c: {k: summarise(v) for k, v in per.items()} for c, per in runs.items()}

@@ -117,25 +117,31 @@ def check_architecture(model: BaseModel, sidecar: dict[str, Any]) -> None:
                          f"build the model with the checkpoint's conf {sidecar.get('conf', {})}")
 
 
+def sidecar_path(checkpoint: str | Path) -> Path:
+    """The JSON sidecar of a checkpoint: ``NAME.pt`` -> ``NAME.json`` (DESIGN.md: architecture, input size,
+    data, command, seed, metrics against the baseline, commit)."""
+    return Path(checkpoint).with_suffix(".json")
+
+
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(state_dict, sidecar)`` of a local checkpoint ``path`` and its ``path.json`` sidecar.
+    """``(state_dict, sidecar)`` of a local checkpoint ``path`` and its sidecar (:func:`sidecar_path`).
 
     Only tensors and plain containers are unpickled (``weights_only=True``).
     """
     import torch
 
     path = Path(path)
-    sidecar_path = path.with_suffix(path.suffix + ".json") if path.suffix != ".json" else path
+    side = sidecar_path(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such checkpoint")
     try:
-        sidecar = json.loads(sidecar_path.read_text())
+        sidecar = json.loads(side.read_text())
     except FileNotFoundError:
-        raise ModelError(f"{path}: missing sidecar {sidecar_path.name} (what data, command and metrics made it)") from None
+        raise ModelError(f"{path}: missing sidecar {side.name} (what data, command and metrics made it)") from None
     except json.JSONDecodeError as e:
-        raise ModelError(f"{sidecar_path}: not valid JSON ({e})") from None
+        raise ModelError(f"{side}: not valid JSON ({e})") from None
     if not isinstance(sidecar, dict):
-        raise ModelError(f"{sidecar_path}: expected a JSON object (architecture, data, command, metrics)")
+        raise ModelError(f"{side}: expected a JSON object (architecture, data, command, metrics)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises several types for corrupt files

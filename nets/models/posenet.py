@@ -61,6 +61,16 @@ class PoseRegressor(TrainableModel):
         check_loss_conf(self.conf, self.name)
         self._warned_untrained = False
 
+    def loss(self, net: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The pose loss (module docstring) of a batch: ``images`` (frames or clips), ``x`` positions in
+        metres (normalised here by the training set's), ``q`` unit quaternions; figures in metres."""
+        head = self.net.head
+        x_n, q_hat = net(batch["images"])
+        loss, figs = pose_loss(x_n, q_hat, head.normalise(batch["x"]), batch["q"], self.conf["loss"],
+                               float(self.conf["beta"]), head.s_x, head.s_q, head.q_ref)
+        figs["pos_m"] = figs.pop("pos") * float(head.pos_scale)
+        return loss, figs
+
 
 @register
 class PoseNet(PoseRegressor):
@@ -145,14 +155,6 @@ class PoseNet(PoseRegressor):
             ims = augment(images[idx], rng, int(self.conf["augment_shift_px"]), float(self.conf["augment_gain"]))
             yield {"images": torch.from_numpy(ims), "x": torch.from_numpy(x[idx]).float(),
                    "q": torch.from_numpy(q[idx]).float()}
-
-    def loss(self, net: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        head = self.net.head
-        x_n, q_hat = net(batch["images"])
-        loss, figs = pose_loss(x_n, q_hat, head.normalise(batch["x"]), batch["q"], self.conf["loss"],
-                               float(self.conf["beta"]), head.s_x, head.s_q, head.q_ref)
-        figs["pos_m"] = figs.pop("pos") * float(head.pos_scale)
-        return loss, figs
 
     @staticmethod
     def batch_samples(batch: dict[str, Any]) -> int:

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from nets.models.posenet import PoseRegressor
-from nets.pose_regression import (ImageEncoder, PoseHead, augment, evaluate_poses, mean_quaternion, pose_loss,
+from nets.pose_regression import (ImageEncoder, PoseHead, augment, evaluate_poses, mean_quaternion,
                                   poses_to_xq, single_world, to_hemisphere, xq_to_poses)
 from nets.registry import register
 from nets.train.data import Clip, resize_image
@@ -167,14 +167,6 @@ class VidLoc(PoseRegressor):
                 qs.append(to_hemisphere(q, q_ref))
             yield {"images": torch.from_numpy(np.stack(ims)), "x": torch.from_numpy(np.stack(xs)).float(),
                    "q": torch.from_numpy(np.stack(qs)).float()}
-
-    def loss(self, net: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        head = self.net.head
-        x_n, q_hat = net(batch["images"])
-        loss, figs = pose_loss(x_n, q_hat, head.normalise(batch["x"]), batch["q"], self.conf["loss"],
-                               float(self.conf["beta"]), head.s_x, head.s_q, head.q_ref)
-        figs["pos_m"] = figs.pop("pos") * float(head.pos_scale)
-        return loss, figs
 
     @staticmethod
     def batch_samples(batch: dict[str, Any]) -> int:

@@ -1,7 +1,7 @@
 """Checkpoint files the harness writes: weights, their JSON sidecar, and the ``.state`` file for resuming.
 
 ``NAME.pt`` holds ``net.state_dict()`` only (``torch.save``), so it loads with
-``torch.load(weights_only=True)``; ``NAME.pt.json`` says what made it;
+``torch.load(weights_only=True)``; ``NAME.json`` says what made it;
 ``NAME.pt.state`` holds what resuming needs (weights, optimiser state, the
 epochs done, the seed and the architecture). Every file is written to a
 temporary name and renamed, so an interrupted run never leaves half a file.
@@ -16,11 +16,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from nets.base import ModelError
-
-
-def sidecar_path(path: Path) -> Path:
-    return path.with_suffix(path.suffix + ".json")
+from nets.base import ModelError, sidecar_path
 
 
 def state_path(path: Path) -> Path:

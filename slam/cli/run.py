@@ -117,13 +117,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        help="auto (default): NetVLAD when --place-checkpoint or an --infer server serving it is given, "
                             "else ORB-VLAD; netvlad: also the shipped nets/checkpoints/netvlad.pt")
     place.add_argument("--place-checkpoint", type=Path, metavar="CKPT",
-                       help="NetVLAD checkpoint (with its CKPT.json sidecar) for in-process inference "
+                       help="NetVLAD checkpoint (with its sidecar NAME.json beside NAME.pt) for in-process inference "
                             "(--place netvlad without it: nets/checkpoints/netvlad.pt)")
     place.add_argument("--infer", default=IN_PROCESS, metavar="ENDPOINT|in-process",
                        help="where NetVLAD runs: in-process (default) or the endpoint of a running slam-infer, "
                             "e.g. ipc:///tmp/slam/infer")
     place.add_argument("--pose-prior", type=Path, metavar="CKPT",
-                       help="PoseNet checkpoint (with its CKPT.json sidecar; slam-train posenet --map MAP) run "
+                       help="PoseNet checkpoint (with its sidecar NAME.json beside NAME.pt; slam-train posenet --map MAP) run "
                             "in-process as relocalisation's pose prior: when place retrieval fails, the keyframes "
                             "near its pose are tried (default: none)")
     p.add_argument("--map", type=Path, metavar="OLD/map.npz",

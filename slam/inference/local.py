@@ -27,12 +27,14 @@ _ids = itertools.count(1)
 
 def checkpoint_config(checkpoint: str | Path) -> dict[str, Any]:
     """A ``slam-infer`` models config serving the checkpoint at ``checkpoint`` with the architecture its
-    sidecar records (``CHECKPOINT.json``: model, architecture). A missing or unreadable sidecar is left for
+    sidecar records (``NAME.json`` beside ``NAME.pt``: model, architecture). A missing or unreadable sidecar is left for
     the loader to report (it names the file)."""
     path = Path(checkpoint)
     entry: dict[str, Any] = {"model": "netvlad", "checkpoint": str(path)}
     try:
-        sidecar = json.loads(path.with_suffix(path.suffix + ".json").read_text())
+        from nets.base import sidecar_path
+
+        sidecar = json.loads(sidecar_path(path).read_text())
     except (OSError, json.JSONDecodeError):
         return {"models": [entry]}
     if isinstance(sidecar, dict):
@@ -116,3 +118,17 @@ class LocalInferenceServer:
     def _serve(self, server) -> None:
         while not self._stop.is_set():
             server.serve_batch(self.service.handle_batch, max_batch=self.max_batch, timeout_ms=50)
+
+
+def serve_checkpoint(checkpoint: str | Path, task: str, what: str, device: str = "cpu"):
+    """An in-process server of ``checkpoint`` and its model for ``task``: ``(server, model)``.
+
+    A checkpoint whose model answers another task is a :class:`DataError` naming the file (``what`` says
+    what the caller wanted, e.g. "a place descriptor").
+    """
+    local = LocalInferenceServer(checkpoint_config(checkpoint), device, source=str(checkpoint))
+    model = local.models.get(task)
+    if model is None:
+        tasks = ", ".join(f"{m.name} ({t})" for t, m in local.models.items())
+        raise DataError(checkpoint, f"a checkpoint of {tasks}, not of {what} (task {task!r})")
+    return local, model

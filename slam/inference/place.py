@@ -167,15 +167,11 @@ def make_place_describer(settings: PlaceSettings | None = None) -> PlaceDescribe
 
 
 def _netvlad_in_process(s: PlaceSettings, checkpoint: str) -> PlaceDescriberFactory:
-    from slam.inference.local import LocalInferenceServer, checkpoint_config
+    from slam.inference.local import serve_checkpoint
 
     if not Path(checkpoint).is_file():
         raise DataError(checkpoint, "no such NetVLAD checkpoint")
-    local = LocalInferenceServer(checkpoint_config(checkpoint), s.device, source=str(checkpoint))
-    model = local.models.get(TASK)
-    if model is None:
-        tasks = ", ".join(f"{m.name} ({t})" for t, m in local.models.items())
-        raise DataError(checkpoint, f"a checkpoint of {tasks}, not of a place descriptor (task {TASK!r})")
+    local, model = serve_checkpoint(checkpoint, TASK, "a place descriptor", s.device)
     input_wh = getattr(model, "input_size", None)
 
     def client() -> InferenceClient:
@@ -213,7 +209,9 @@ def _netvlad_at(s: PlaceSettings) -> PlaceDescriberFactory:
 
 def _sidecar_input_size(checkpoint: str) -> tuple[int, int]:
     """(width, height) a checkpoint's network takes, from its sidecar (``input_size`` or ``architecture``)."""
-    side = Path(checkpoint).with_suffix(Path(checkpoint).suffix + ".json")
+    from nets.base import sidecar_path
+
+    side = sidecar_path(checkpoint)
     try:
         info = json.loads(side.read_text())
     except (OSError, json.JSONDecodeError) as e:

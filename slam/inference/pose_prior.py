@@ -106,13 +106,9 @@ def make_pose_prior(checkpoint: str | Path | None, infer: str = IN_PROCESS, devi
                                                      deadline_s), infer, None if checkpoint is None else str(checkpoint))
     if checkpoint is None or not Path(checkpoint).is_file():
         raise DataError(checkpoint, "no such PoseNet checkpoint")
-    from slam.inference.local import LocalInferenceServer, checkpoint_config
+    from slam.inference.local import serve_checkpoint
 
-    local = LocalInferenceServer(checkpoint_config(checkpoint), device, source=str(checkpoint))
-    model = local.models.get(TASK)
-    if model is None:
-        tasks = ", ".join(f"{m.name} ({t})" for t, m in local.models.items())
-        raise DataError(checkpoint, f"a checkpoint of {tasks}, not of a pose regressor (task {TASK!r})")
+    local, model = serve_checkpoint(checkpoint, TASK, "a pose regressor", device)
     input_wh = getattr(model, "input_size", None)
 
     def make() -> PoseNetPrior:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterator
 from typing import Any, ClassVar
 
@@ -41,7 +42,7 @@ def untrained(meta: dict[str, Any], where: str, what: str, use: str) -> str | No
     return f"the {model.get('name', what)} model at {where} has no checkpoint (untrained weights): not used {use}"
 
 
-class ImageRequests:
+class ImageRequests(ABC):
     """Requests of one ``task`` through ``client`` (owned: closed by :meth:`close`); see the module docstring.
 
     ``input_wh``: the network's input (width, height) or None; ``deadline_s``: seconds until a request
@@ -61,9 +62,9 @@ class ImageRequests:
         self._refused: str | None = None  # why the last answer was refused (untrained model, bad result)
         self._logged: set[str] = set()
 
+    @abstractmethod
     def convert(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> tuple[Any, str | None]:
         """An answer's value, or None and why it cannot be used."""
-        raise NotImplementedError
 
     def send(self, key: Hashable, thumbnail: np.ndarray | None) -> bool:
         """Send ``thumbnail`` (H x W x 3 uint8 RGB); False when there is none, it is malformed, or the

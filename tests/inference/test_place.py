@@ -47,7 +47,7 @@ class _Server:
 
     def __init__(self, tmp: Path, checkpoint: Path):
         self.cfg = tmp / "models.yaml"
-        conf = json.loads(Path(str(checkpoint) + ".json").read_text())["architecture"]
+        conf = json.loads(Path(checkpoint).with_suffix(".json").read_text())["architecture"]
         conf = {k: v for k, v in conf.items() if k not in ("model", "version")}
         self.cfg.write_text(json.dumps({"models": [{"model": "netvlad", "checkpoint": str(checkpoint),
                                                     "conf": conf}]}))
@@ -197,7 +197,7 @@ def _resave(src: Path, dst: Path, state=None, **sidecar_changes) -> Path:
 
     from nets.train.checkpoint import save_checkpoint
 
-    sidecar = json.loads(Path(str(src) + ".json").read_text())
+    sidecar = json.loads(src.with_suffix(".json").read_text())
     for k, v in sidecar_changes.items():
         sidecar[k] = {**sidecar[k], **v} if isinstance(v, dict) else v
     save_checkpoint(dst, state if state is not None else torch.load(src, weights_only=True), sidecar)

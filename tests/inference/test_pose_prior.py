@@ -72,7 +72,7 @@ def test_bad_pose_prior_checkpoints_are_clear_errors(posenet_checkpoint, tiny_ch
     # truncated weights (its sidecar intact): named, not a crash
     bad = tmp_path / "posenet_cut.pt"
     bad.write_bytes(posenet_checkpoint.read_bytes()[:200])
-    (tmp_path / "posenet_cut.pt.json").write_text(posenet_checkpoint.with_name("posenet_tiny.pt.json").read_text())
+    (tmp_path / "posenet_cut.json").write_text(posenet_checkpoint.with_name("posenet_tiny.json").read_text())
     with pytest.raises(DataError, match="posenet_cut"):
         make_pose_prior(bad)
 

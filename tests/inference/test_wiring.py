@@ -57,7 +57,7 @@ def test_slam_run_without_a_checkpoint_runs_with_orb_vlad_and_says_why(tum_path,
 def test_slam_run_refuses_a_checkpoint_it_cannot_use_before_tracking(tum_path, tmp_path, capsys, systems):
     bad = tmp_path / "notes.pt"
     bad.write_bytes(b"not a checkpoint")
-    (tmp_path / "notes.pt.json").write_text(json.dumps({"model": "netvlad", "architecture": {}}))
+    (tmp_path / "notes.json").write_text(json.dumps({"model": "netvlad", "architecture": {}}))
     assert main([str(tum_path), "--out", str(tmp_path / "out"), "--no-progress",
                  "--place-checkpoint", str(bad)]) == 2
     err = capsys.readouterr().err

@@ -290,7 +290,7 @@ def test_cli_trains_from_a_map_and_evaluates_held_out_keyframes(tmp_path, capsys
     rc = train_main(["posenet", "--map", str(tmp_path / "map.npz"), "--holdout", "every:5", "--out", str(out),
                      "--size", "tiny", "--epochs", "1", "--device", "cpu", "--no-progress"])
     assert rc == 0, capsys.readouterr().err
-    sidecar = json.loads((tmp_path / "pn.pt.json").read_text())
+    sidecar = json.loads((tmp_path / "pn.json").read_text())
     assert [d["frames"] for d in sidecar["data"]["train"]] == [12]
     assert [d["frames"] for d in sidecar["data"]["val"]] == [3]
     assert sidecar["metrics"]["frames"] == 3 and "retrieval" in sidecar["metrics"]

@@ -62,7 +62,7 @@ def test_checkpoint_needs_its_sidecar_and_loads_tensors_only(tmp_path):
     torch.save({"weight": torch.ones(3)}, path)
     with pytest.raises(ModelError, match="missing sidecar"):
         load_checkpoint(path)
-    (tmp_path / "w.pt.json").write_text(json.dumps({"data": "synthetic demo", "command": "slam-train x"}))
+    (tmp_path / "w.json").write_text(json.dumps({"data": "synthetic demo", "command": "slam-train x"}))
     state, sidecar = load_checkpoint(path)
     assert torch.equal(state["weight"], torch.ones(3)) and sidecar["data"] == "synthetic demo"
     path.write_bytes(b"not a checkpoint")

@@ -35,7 +35,7 @@ def test_checkpoint_and_sidecar_round_trip(train_clips, tmp_path):
     clips = train_clips[:1]  # one traversal of one room: ten batches an epoch
     out = tmp_path / "nv.pt"
     sidecar = train("netvlad", clips, out, _settings(command="slam-train netvlad --size tiny"))
-    on_disk = json.loads((tmp_path / "nv.pt.json").read_text())
+    on_disk = json.loads((tmp_path / "nv.json").read_text())
     assert on_disk["architecture"] == {"model": "netvlad", "version": "1", "image_width": 64, "image_height": 48,
                                        "channels": [8, 16, 32], "clusters": 8}
     assert on_disk["input_size"] == [64, 48] and on_disk["seed"] == 0 and on_disk["epochs"] == 1
@@ -78,10 +78,10 @@ def test_checkpoint_of_another_input_size_is_refused(train_clips, tmp_path):
         BrightnessDepth().load_weights(out)
     with pytest.raises(ConfigError, match="models\\[0\\].*image_width"):
         load_models({"models": [{"model": "netvlad", "checkpoint": str(out)}]}, "cpu")
-    (tmp_path / "tiny.pt.json").write_text("[1, 2]")
+    (tmp_path / "tiny.json").write_text("[1, 2]")
     with pytest.raises(ModelError, match="expected a JSON object"):
         NetVLAD(NetVLAD.sizes["tiny"]).load_weights(out)
-    (tmp_path / "tiny.pt.json").write_text(json.dumps(sidecar))
+    (tmp_path / "tiny.json").write_text(json.dumps(sidecar))
     served = load_models({"models": [{"model": "netvlad", "checkpoint": str(out), "conf": NetVLAD.sizes["tiny"]}]},
                          "cpu")
     assert served["descriptor"].describe()["trained"]
