@@ -218,6 +218,17 @@ def targets(by_name: dict[str, dict]) -> list[list[str]]:
     return rows
 
 
+def on_off_pairs(runs, how: str) -> list[tuple]:
+    """``(seed, summary on, summary off, runs on)`` of the loop600 seeds run both ways as ``how`` replays them."""
+    pairs = []
+    for s in SEEDS:
+        on = runs(f"synth_loop600 seed {s} (rgbd, {how})")
+        off = runs(f"synth_loop600 seed {s} (rgbd, {how}, loop closing off)")
+        if on and off:
+            pairs.append((s, summarise(on), summarise(off), on))
+    return pairs
+
+
 def tracking_cost_row(how: str, pairs) -> list[str]:
     """Loop closing's cost to tracking: median per-frame tracking time, loop closing on vs off, per seed."""
     return check(f"Loop closing costs tracking nothing measurable ({how}): median tracking ms on vs off within 10 %",
@@ -232,12 +243,7 @@ def tracking_cost_row(how: str, pairs) -> list[str]:
 def loop_targets(runs) -> list[list[str]]:
     """Issue 13's loop-closing targets."""
     rows = []
-    pairs = []
-    for s in SEEDS:
-        on = runs(f"synth_loop600 seed {s} (rgbd, PNG replay)")
-        off = runs(f"synth_loop600 seed {s} (rgbd, PNG replay, loop closing off)")
-        if on and off:
-            pairs.append((s, summarise(on), summarise(off), on))
+    pairs = on_off_pairs(runs, "PNG replay")
     if pairs:
         ok = all(a["ate_rmse_m"]["median"] <= 0.6 * b["ate_rmse_m"]["median"] and a["ate_rmse_m"]["median"] <= 0.004
                  for _, a, b, _ in pairs)
@@ -251,12 +257,7 @@ def loop_targets(runs) -> list[list[str]]:
         rows.append(check("... a loop closed in every run", all(n is not None and n >= 1 for n in loops),
                           "loops per run: " + ", ".join(str(n) for n in loops)))
         rows.append(tracking_cost_row("PNG replay", pairs))
-    mem = []
-    for s in SEEDS:
-        on = runs(f"synth_loop600 seed {s} (rgbd, frames in memory)")
-        off = runs(f"synth_loop600 seed {s} (rgbd, frames in memory, loop closing off)")
-        if on and off:
-            mem.append((s, summarise(on), summarise(off), on))
+    mem = on_off_pairs(runs, "frames in memory")
     if mem:
         rows.append(tracking_cost_row("frames in memory", mem))
     four, one = runs(FOUR_LAPS), runs("synth_loop600 seed 0 (rgbd, PNG replay)")
