@@ -108,6 +108,7 @@ class LoopConfig:
     max_rotation_deg: float = 30.0  # stereo/RGB-D: a verified correction larger than this is taken as false (mono: no bound)
     max_translation_m: float = 1.0  # ... and one that moves the camera more than this
     essential_graph_iterations: int = 20  # g2o Levenberg iterations (ORB-SLAM: 20)
+    thread_nice: int = 10  # the loop-closing and global-BA threads run this much nicer (Linux): busy cores serve tracking first
     global_ba: bool = True  # a global bundle adjustment after each loop, in its own thread
     global_ba_iterations: tuple[int, int] = (5, 5)  # robust, then without outliers (ORB-SLAM: 10 robust)
 

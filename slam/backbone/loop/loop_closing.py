@@ -30,6 +30,7 @@ at once, for tests and ``--sync-mapping``).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -82,6 +83,18 @@ def pose_change(T_before: np.ndarray, T_after: np.ndarray) -> tuple[float, float
     R = T_after[:3, :3] @ T_before[:3, :3].T
     ang = np.degrees(np.arccos(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0)))
     return float(np.linalg.norm(c1 - c0)), float(ang)
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Run the calling thread ``nice`` steps nicer than it is (Linux schedules threads on their own nice value;
+    elsewhere, or when refused, nothing changes): when the cores are busy, tracking is served first."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(os.getpriority(os.PRIO_PROCESS, tid) + int(nice), 19))
+    except OSError as e:
+        log.debug("thread priority unchanged: %s", e)
 
 
 class LoopCloser:
@@ -177,6 +190,7 @@ class LoopCloser:
         return self.gba_thread is not None and self.gba_thread.is_alive()
 
     def _run(self) -> None:
+        lower_thread_priority(self.cfg.thread_nice)
         try:
             while True:
                 with self.cond:
@@ -357,6 +371,8 @@ class LoopCloser:
             self._global_ba(self.gba_abort)
 
     def _global_ba(self, abort: threading.Event) -> None:
+        if self.threaded:
+            lower_thread_priority(self.cfg.thread_nice)
         try:
             out = global_ba.run(self.map, self.camera, self.bf, self.inv_level_sigma2, self.disp_inv_sigma2,
                                 self.cfg.global_ba_iterations, abort, self.pause_mapping, self.resume_mapping)

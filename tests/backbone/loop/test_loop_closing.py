@@ -269,3 +269,29 @@ def test_culled_keyframes_leave_the_database():
     assert s.map.erase_keyframe(s.kf1)
     closer.handle(s.kf0, np.array([0.0, 1, 0, 0]))
     assert s.kf1.id not in places and s.kf0.id in places
+
+
+def test_loop_threads_run_nicer_than_tracking():
+    """The loop-closing and global-BA threads lower their own scheduling priority, not the process's."""
+    import os
+
+    from slam.backbone.loop.loop_closing import lower_thread_priority
+
+    import pytest
+
+    if not hasattr(os, "setpriority"):
+        pytest.skip("no per-thread priorities here")
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    if before > 14:
+        pytest.skip(f"the test process already runs at nice {before}")
+    seen: list[int] = []
+
+    def body() -> None:
+        lower_thread_priority(5)
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    assert seen == [before + 5]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
