@@ -10,7 +10,7 @@ import logging
 import numpy as np
 
 from slam.backbone.config import SlamConfig
-from slam.backbone.frontend.pose_prior import PoseAnswer, keyframes_near
+from slam.backbone.frontend.pose_prior import ImmediatePosePrior, PoseAnswer, keyframes_near
 from slam.backbone.frontend.tracking import State
 from slam.backbone.loop.place import OrbVladDescriber, PlaceAnswer
 from slam.backbone.system import System
@@ -29,19 +29,18 @@ class _BlindDescriber(OrbVladDescriber):
         return True
 
 
-class _Prior:
+class _Prior(ImmediatePosePrior):
     """A pose prior answering ``T_w_c`` of each frame index from a table (map frame), perturbed by a fixed
     ``NOISE_M`` offset and a ``NOISE_DEG`` rotation in random directions (seeded)."""
 
     name = "test-prior"
-    clip_len = 1
 
     def __init__(self, poses: dict[int, np.ndarray], seed: int = 0):
+        super().__init__()
         self.poses, self.rng = poses, np.random.default_rng(seed)
-        self.answers: list[PoseAnswer] = []
         self.asked: list[int] = []
 
-    def submit(self, key, thumbnail, earlier=()) -> bool:
+    def pose(self, key, thumbnail, earlier) -> np.ndarray:
         assert thumbnail is not None and thumbnail.shape == (120, 160, 3)
         assert len(earlier) <= self.clip_len - 1
         self.asked.append(key[1])
@@ -49,18 +48,7 @@ class _Prior:
         u, w = self.rng.normal(size=3), self.rng.normal(size=3)
         T[:3, 3] += NOISE_M * u / np.linalg.norm(u)
         T[:3, :3] = so3_exp(np.radians(NOISE_DEG) * w / np.linalg.norm(w)) @ T[:3, :3]
-        self.answers.append(PoseAnswer(key, T))
-        return True
-
-    def poll(self) -> list[PoseAnswer]:
-        out, self.answers = self.answers, []
-        return out
-
-    def available(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass
+        return T
 
 
 def _map_poses(frames) -> dict[int, np.ndarray]:
@@ -182,9 +170,9 @@ class _ClipPrior(_Prior):
         self.thumbs: dict[int, np.ndarray] = {}
         self.earlier: dict[int, list[np.ndarray]] = {}
 
-    def submit(self, key, thumbnail, earlier=()) -> bool:
+    def pose(self, key, thumbnail, earlier) -> np.ndarray:
         self.thumbs[key[1]], self.earlier[key[1]] = thumbnail, list(earlier)
-        return super().submit(key, thumbnail, earlier)
+        return super().pose(key, thumbnail, earlier)
 
 
 def test_a_clip_prior_gets_the_last_consecutive_lost_frames(black_seq):

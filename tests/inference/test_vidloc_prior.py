@@ -133,3 +133,63 @@ def test_pose_prior_kind_comes_from_the_sidecar(vidloc_checkpoint, tiny_checkpoi
     factory = make_pose_prior(vidloc_checkpoint, infer="ipc:///tmp/slam-test-nowhere/infer")
     assert factory.describe() == {"prior": "vidloc", "inference": "ipc:///tmp/slam-test-nowhere/infer",
                                   "checkpoint": str(vidloc_checkpoint), "clip_len": CLIP}
+
+
+# ------------------------------------------------------------------ launch files
+def test_launch_file_pose_prior_keys(vidloc_checkpoint, tiny_checkpoint, tmp_path):
+    from slam.nodes.launch import load_launch
+    from slam.nodes.tracker import pose_prior
+    from tests.inference.test_wiring import _launch
+
+    run = tmp_path / "run"
+    assert pose_prior(_launch(tmp_path, "{mode: rgbd}", "{enabled: false}"), run) is None  # none by default
+    # in the SLAM process (the default)
+    spec = _launch(tmp_path, f"{{mode: rgbd, pose_prior: {vidloc_checkpoint}}}", "{enabled: false, deadline_s: 2.0}")
+    assert (spec.slam.pose_prior, spec.slam.pose_prior_inference) == (str(vidloc_checkpoint), "in-process")
+    factory = pose_prior(spec, run)
+    assert factory.describe() == {"prior": "vidloc", "inference": "in-process", "checkpoint": str(vidloc_checkpoint),
+                                  "clip_len": CLIP}
+    prior = factory()
+    assert prior.deadline_s == 2.0 and prior.clip_len == CLIP
+    prior.close()
+    # asked of the launch file's inference server, which serves it
+    served = f"models:\n  - model: vidloc\n    checkpoint: {vidloc_checkpoint}\n"
+    spec = _launch(tmp_path, f"{{pose_prior: {vidloc_checkpoint}, pose_prior_inference: server}}",
+                   f"{{enabled: true, config: {tmp_path / 'models.yaml'}}}", served)
+    assert pose_prior(spec, run).describe()["inference"] == f"ipc://{run}/infer"
+    # ... a local server whose config does not serve a VidLoc: refused naming the launch file
+    spec = _launch(tmp_path, f"{{pose_prior: {vidloc_checkpoint}, pose_prior_inference: server}}",
+                   f"{{enabled: true, config: {tmp_path / 'models.yaml'}}}",
+                   f"models:\n  - model: netvlad\n    checkpoint: {tiny_checkpoint}\n")
+    with pytest.raises(DataError, match=r"graph\.yaml.*serves no vidloc"):
+        pose_prior(spec, run)
+    # a NetVLAD checkpoint as the pose prior: refused naming it
+    spec = _launch(tmp_path, f"{{pose_prior: {tiny_checkpoint}}}", "{enabled: false}")
+    with pytest.raises(DataError, match=r"netvlad_tiny\.pt.*not of a pose regressor"):
+        pose_prior(spec, run)
+    # bad values: named
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("endpoints: {frames: ipc://a, poses: ipc://b}\nprocesses: {slam: {pose_prior_inference: gpu}}\n")
+    with pytest.raises(DataError, match=r"bad\.yaml.*pose_prior_inference must be one of"):
+        load_launch(bad)
+    bad.write_text("endpoints: {frames: ipc://a, poses: ipc://b}\nprocesses: {slam: {pose_prior_inference: server}}\n")
+    with pytest.raises(DataError, match=r"bad\.yaml.*endpoints\.inference is missing"):
+        load_launch(bad)
+
+
+def test_slam_run_launch_takes_the_pose_prior(tum_path, vidloc_checkpoint, tiny_checkpoint, tmp_path, capsys):
+    """``slam-run --launch FILE --pose-prior CKPT``: the SLAM process runs with the VidLoc prior (summary.json says
+    so); a NetVLAD checkpoint is refused before any process starts (exit 2, the file named)."""
+    import json
+
+    from slam.cli.run import main
+
+    out = tmp_path / "graph"
+    assert main(["--launch", "launch/tum_replay.yaml", str(tum_path), "--out", str(out), "--no-progress",
+                 "--pose-prior", str(vidloc_checkpoint)]) == 0
+    assert json.loads((out / "summary.json").read_text())["pose_prior"] == {
+        "prior": "vidloc", "inference": "in-process", "checkpoint": str(vidloc_checkpoint), "clip_len": CLIP}
+    capsys.readouterr()
+    assert main(["--launch", "launch/tum_replay.yaml", str(tum_path), "--out", str(tmp_path / "bad"), "--no-progress",
+                 "--pose-prior", str(tiny_checkpoint)]) == 2
+    assert "netvlad_tiny.pt" in capsys.readouterr().err and not (tmp_path / "bad" / "logs").exists()

@@ -18,6 +18,7 @@ backbone defines only the interface (no bus, no ``nets``).
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -59,6 +60,36 @@ class PosePrior(Protocol):
 
     def close(self) -> None:
         """Release what the prior holds (sockets, threads)."""
+
+
+class ImmediatePosePrior(ABC):
+    """A pose prior that answers as it is asked, from :meth:`pose` (no network: a pose from another source,
+    a baseline); the answers wait for the next :meth:`poll` like those of a learned prior."""
+
+    name = "immediate"
+    clip_len = 1
+
+    def __init__(self) -> None:
+        self._answers: list[PoseAnswer] = []
+
+    @abstractmethod
+    def pose(self, key: Hashable, thumbnail: np.ndarray | None, earlier: Sequence[np.ndarray]) -> np.ndarray | None:
+        """``T_w_c`` (4x4, camera -> map world, metres) of the frame ``key``, or None when there is none."""
+
+    def submit(self, key: Hashable, thumbnail: np.ndarray | None, earlier: Sequence[np.ndarray] = ()) -> bool:
+        T = self.pose(key, thumbnail, earlier)
+        self._answers.append(PoseAnswer(key, T, None if T is not None else "no pose"))
+        return True
+
+    def poll(self) -> list[PoseAnswer]:
+        out, self._answers = self._answers, []
+        return out
+
+    def available(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
 
 
 def keyframes_near(m: Map, T_w_c: np.ndarray, allowed: Callable[[KeyFrame], bool] = lambda kf: True,
