@@ -16,7 +16,8 @@
   nothing (its inference server gone), so place retrieval cannot relocalise; the per-map priors are trained by
   ``slam-train posenet|vidloc --map FIRST_RUN/map.npz --size tiny`` (seeded by the run) and run in-process
   (``slam-run --pose-prior``). Figures: the frame of the pass at which it relocalised in the old map, by what,
-  and its ATE in the first run's frame; beside them no prior, and a trivial prior answering the mean pose of
+  and its ATE in the first run's frame; the prior's own median error over the frames it answered (ground truth
+  brought into the first run's frame); beside them no prior, and a trivial prior answering the mean pose of
   the map's keyframes for every frame.
 
 Writes ``results/relocalization.{json,md}`` whole; with ``--only`` the cases not named keep their last runs.
@@ -175,6 +176,43 @@ class _MeanPosePrior(ImmediatePosePrior):
         return self.T.copy()
 
 
+class _Recorded:
+    """A pose prior whose answers are kept (frame index -> ``T_w_c``), to measure the prior itself."""
+
+    def __init__(self, prior):
+        self.prior, self.name, self.clip_len = prior, prior.name, prior.clip_len
+        self.poses: dict[int, np.ndarray] = {}
+
+    def submit(self, key, thumbnail, earlier=()) -> bool:
+        return self.prior.submit(key, thumbnail, earlier)
+
+    def poll(self):
+        out = self.prior.poll()
+        self.poses.update({a.key[1]: a.T_w_c for a in out if a.T_w_c is not None})
+        return out
+
+    def available(self) -> bool:
+        return self.prior.available()
+
+    def close(self) -> None:
+        self.prior.close()
+
+
+def prior_errors(s, T_align: np.ndarray, poses: dict[int, np.ndarray]) -> tuple[float | None, float | None]:
+    """Median position (m) and rotation (deg) error of a prior's answers against the ground truth of ``s``
+    (the answers in the first run's map frame, brought into the ground truth's by ``T_align``)."""
+    t, r = [], []
+    for i, T in poses.items():
+        gt = s.groundtruth_pose(i)
+        if gt is None:
+            continue
+        T = T_align @ T
+        t.append(float(np.linalg.norm(T[:3, 3] - gt[:3, 3])))
+        c = (np.trace(gt[:3, :3].T @ T[:3, :3]) - 1.0) / 2.0
+        r.append(float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0)))))
+    return (float(np.median(t)), float(np.median(r))) if t else (None, None)
+
+
 def train_prior(model: str, first_map: Path, out: Path, seed: int) -> Path:
     """``slam-train MODEL --map FIRST_MAP`` (tiny, CPU, seeded): the per-map prior's checkpoint."""
     from nets.train.cli import train_main
@@ -197,9 +235,15 @@ def run_prior(seq: Path, later: Path, run1: Path, prior: str, checkpoint: Path |
     s = open_sequence(later)
     s.use_streams("rgbd")
     old = load_map_for_run(run1 / "map.npz", s.camera, cfg.features.scale_factor, cfg.features.n_levels, "rgbd")
-    factory = (None if prior == "none" else (lambda: _MeanPosePrior(old)) if checkpoint is None
-               else make_pose_prior(checkpoint))
-    system = System(s.camera, "rgbd", cfg, initial_map=old, pose_prior=factory)
+    base = (None if prior == "none" else (lambda: _MeanPosePrior(old)) if checkpoint is None
+            else make_pose_prior(checkpoint))
+    made: list[_Recorded] = []
+
+    def factory() -> _Recorded:
+        made.append(_Recorded(base()))
+        return made[-1]
+
+    system = System(s.camera, "rgbd", cfg, initial_map=old, pose_prior=None if base is None else factory)
     system.tracker.relocalizer.describer = _RetrievalUnavailable()
     runner = Runner(system, back_pressure=True, mapping_lag=default_mapping_lag("rgbd"))
     pipe = FramePipeline(s, system.prepare, len(s))
@@ -212,9 +256,12 @@ def run_prior(seq: Path, later: Path, run1: Path, prior: str, checkpoint: Path |
     relocs = [r for r in system.tracker.relocalizations if r["loaded_map"]]  # into the old map
     first = relocs[0] if relocs else {}
     traj = system.trajectory()
+    T_align = compute(open_sequence(seq).groundtruth(), read_tum(run1 / "trajectory.txt"), "se3").T_align
+    err_t, err_r = prior_errors(s, T_align, made[0].poses) if made else (None, None)
     return {"relocalized_at_frame": first.get("frame"), "source": first.get("source"),
             "inliers": first.get("inliers"), "ate_in_first_frame_m": ate_in_frame_of(seq, run1, traj),
-            "maps": len({r.map_id for r in system.records}), "wall_s": time.perf_counter() - t0}
+            "maps": len({r.map_id for r in system.records}), "prior_answers": len(made[0].poses) if made else 0,
+            "prior_median_t_m": err_t, "prior_median_r_deg": err_r, "wall_s": time.perf_counter() - t0}
 
 
 def prior_cases(demo: Path, later: Path, tmp: Path, repeat: int) -> list[dict]:
@@ -294,12 +341,14 @@ def main() -> None:
         case = by_name.get(f"pose prior, retrieval unavailable: {name}")
         if case is not None:
             c = case["summary"]
-            prior_rows.append([name, fmt(c["relocalized_at_frame"], 0),
-                               ", ".join(sorted({str(r["source"]) for r in case["runs"]})),
-                               fmt(c["ate_in_first_frame_m"], 4), fmt(c["maps"], 0)])
+            prior_rows.append([name, f"{fmt(c['prior_median_t_m'], 3)} / {fmt(c['prior_median_r_deg'], 1)}",
+                               fmt(c["relocalized_at_frame"], 0),
+                               ", ".join(sorted({r["source"] or "-" for r in case["runs"]})),
+                               fmt(c["ate_in_first_frame_m"], 4)])
     if prior_rows:
-        md += "\n\n" + md_table(["--map pass, place retrieval unavailable: prior", "relocalised at frame", "by",
-                                   "ATE in the first run's frame (m)", "maps"], prior_rows)
+        md += "\n\n" + md_table(["--map pass, place retrieval unavailable: prior",
+                                   "prior's median error (m / deg)", "relocalised in the old map at frame", "by",
+                                   "ATE in the first run's frame (m)"], prior_rows)
     md += "\n\n## Targets\n\n" + md_table(["target", "", "figures"], [
         check("back on track within 10 frames of texture returning (every run)", worst_back < 10,
               f"worst {worst_back} frames"),
