@@ -146,6 +146,7 @@ def run_map(seq: Path, later: Path, tmp: Path, i: int) -> dict:
 
 
 # ------------------------------------------------------------------ pose prior, retrieval unavailable
+GENERATED = ("command", "date", "commit")  # what each case records of the run that made it
 PRIORS = ("none", "mean keyframe pose", "posenet", "vidloc")
 PRIOR_EPOCHS = 40  # slam-train ... --size tiny --epochs: about 40 s each on 2 CPUs
 
@@ -288,7 +289,11 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     m = meta()
     old = RESULTS / "relocalization.json"
-    kept = {c["name"]: c for c in json.loads(old.read_text()).get("cases", [])} if args.only and old.is_file() else {}
+    kept: dict[str, dict] = {}
+    if args.only and old.is_file():
+        prev = json.loads(old.read_text())
+        for c in prev.get("cases", []):  # each kept case says which run made it
+            kept[c["name"]] = {**c, "generated": c.get("generated") or {k: prev["meta"].get(k) for k in GENERATED}}
 
     def wanted(name: str) -> bool:
         return not args.only or any(o in name for o in args.only)
@@ -311,6 +316,8 @@ def main() -> None:
                 cases.append({"name": "--map second pass", "runs": maps, "summary": summarise(maps)})
             if wanted("pose prior"):
                 cases += prior_cases(demo, later, Path(tmp), args.repeat)
+    for c in cases:
+        c["generated"] = {k: m.get(k) for k in GENERATED}
     names = [c["name"] for c in cases]
     cases += [c for n, c in kept.items() if n not in names]
     by_name = {c["name"]: c for c in cases}
@@ -328,7 +335,13 @@ def main() -> None:
     worst_back = max(r["frames_to_recover"] if r["frames_to_recover"] is not None else 1 << 30 for r in black)
     worst_err = max(r["error_after_max_m"] if r["error_after_max_m"] is not None else np.inf for r in black)
     worst_map = max(r["ate_in_first_frame_m"] for r in maps)
-    md = md_header("Relocalisation", m, args.repeat) + "\n" + __doc__.split("\n\n", 2)[2].rsplit("\n\n", 1)[0] + "\n\n"
+    md = md_header("Relocalisation", m, args.repeat) + "\n"
+    earlier = [c for c in cases if c["name"] in kept and c["name"] not in names]
+    if earlier:
+        md += ("Kept from earlier runs (not named by --only): " + "; ".join(
+            f"{c['name']} (`{c['generated']['command']}`, {c['generated']['date']}, commit "
+            f"`{c['generated']['commit']}`)" for c in earlier) + ".\n")
+    md += "\n" + __doc__.split("\n\n", 2)[2].rsplit("\n\n", 1)[0] + "\n\n"
     md += md_table(["case", "frames to recover", "inliers", "error first frame (m)", "error after, max (m)", "maps"],
                    rows)
     md += "\n\n" + md_table(["--map pass over demo frames 100-299", "first run ATE (m)", "ATE in its frame (m)",
