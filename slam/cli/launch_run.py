@@ -42,6 +42,8 @@ def process_specs(spec: LaunchSpec, run_dir: Path, out: Path, sequence: Path | N
     if sequence is not None:
         source += ["--sequence", str(sequence)]
         tracker += ["--sequence", str(sequence)]
+    if spec.slam.pose_prior:  # the file's, or slam-run --pose-prior's over it
+        tracker += ["--pose-prior", str(spec.slam.pose_prior)]
     if max_frames is not None:
         source += ["--max-frames", str(max_frames)]
     specs = [ProcessSpec("slam", tracker, main=True, stop_timeout_s=60.0),
@@ -72,12 +74,20 @@ def viewer_recording(spec: LaunchSpec, out: Path) -> Path:
 
 def run_launch(launch: Path, sequence: Path | None, out: Path, log_level: str = "INFO",
                max_frames: int | None = None, on_start: Callable[[Supervisor], None] | None = None,
-               progress: bool = True) -> int:
+               progress: bool = True, pose_prior: Path | None = None) -> int:
     """Run the graph; ``on_start(supervisor)`` is called once every process has started (tests use it).
 
     progress: a progress bar (plain lines off a terminal) of the frames the SLAM process tracked.
+    pose_prior: relocalisation's pose prior checkpoint over the launch file's ``slam.pose_prior``; either is
+    checked here (PoseNet or VidLoc, by its sidecar: :class:`DataError` naming the file) before anything starts.
     """
     spec = load_launch(launch)
+    if pose_prior is not None:
+        spec.slam.pose_prior = str(pose_prior)
+    if spec.slam.pose_prior:
+        from slam.inference.pose_prior import checkpoint_kind
+
+        checkpoint_kind(spec.slam.pose_prior)
     if spec.source.kind == "replay" and sequence is None:
         raise DataError(launch, "this launch file replays a sequence: slam-run --launch FILE SEQUENCE --out OUT")
     out.mkdir(parents=True, exist_ok=True)

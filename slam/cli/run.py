@@ -23,9 +23,12 @@ running ``slam-infer``) is configured, else ORB-VLAD; ``--place orb-vlad`` or
 ``netvlad`` forces one. NetVLAD runs in-process by default (the same server
 code on an ``inproc://`` endpoint: :mod:`slam.inference`). The log and
 ``summary.json`` (``place_recognition``) say which describer and why.
-``--pose-prior CKPT`` adds a PoseNet (in-process) as relocalisation's pose
-prior: when place retrieval fails, the keyframes near its pose are tried
-(``slam.backbone.frontend.pose_prior``; ``summary.json``: ``pose_prior``).
+``--pose-prior CKPT`` adds a PoseNet or a VidLoc (in-process; the sidecar says
+which) as relocalisation's pose prior: when place retrieval fails, the keyframes
+near its pose are tried (VidLoc: the pose it regresses for the newest frame of
+the clip of the last lost frames; ``slam.backbone.frontend.pose_prior``;
+``summary.json``: ``pose_prior``). With ``--launch`` it overrides the launch
+file's ``processes.slam.pose_prior``.
 
 Writes ``trajectory.txt`` (TUM, camera-to-world, every tracked frame),
 ``keyframes.txt``, ``map.npz`` (the map save file) and ``summary.json``
@@ -123,9 +126,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        help="where NetVLAD runs: in-process (default) or the endpoint of a running slam-infer, "
                             "e.g. ipc:///tmp/slam/infer")
     place.add_argument("--pose-prior", type=Path, metavar="CKPT",
-                       help="PoseNet checkpoint (with its sidecar NAME.json beside NAME.pt; slam-train posenet --map MAP) run "
-                            "in-process as relocalisation's pose prior: when place retrieval fails, the keyframes "
-                            "near its pose are tried (default: none)")
+                       help="PoseNet or VidLoc checkpoint (with its sidecar NAME.json beside NAME.pt, which says which; "
+                            "slam-train posenet|vidloc --map MAP) run in-process as relocalisation's pose prior: when "
+                            "place retrieval fails, the keyframes near its pose (VidLoc: of the newest frame of the "
+                            "clip of the last lost frames) are tried (default: none); with --launch: over the launch "
+                            "file's processes.slam.pose_prior")
     p.add_argument("--map", type=Path, metavar="OLD/map.npz",
                    help="start in the saved map of an earlier run (same camera and feature settings): relocalise "
                         "in it, then track and map on in its frame (replay only)")
@@ -154,8 +159,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.launch is not None:
         if args.camera is not None:
             p.error("--camera goes in the launch file (processes.source.camera), not with --launch")
-        if args.pose_prior is not None:
-            p.error("--pose-prior: not yet with --launch (the launch file's SLAM process has no pose prior)")
         if args.place != "auto" or args.place_checkpoint is not None or args.infer != IN_PROCESS:
             p.error("--place, --place-checkpoint and --infer go in the launch file (processes.slam.place, "
                     "place_checkpoint; the inference endpoint), not with --launch")
@@ -262,7 +265,7 @@ def place_settings(args: argparse.Namespace) -> PlaceSettings:
 
 
 def pose_prior(args: argparse.Namespace) -> PosePriorFactory | None:
-    """Relocalisation's pose prior of the command line (``--pose-prior CKPT``, in-process), or None."""
+    """Relocalisation's pose prior of the command line (``--pose-prior CKPT``: PoseNet or VidLoc, in-process), or None."""
     return None if args.pose_prior is None else make_pose_prior(args.pose_prior)
 
 
@@ -403,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             return run_launch(args.launch, args.sequence, args.out, args.log_level, args.max_frames,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, pose_prior=args.pose_prior)
         except DataError as e:
             print(f"slam-run: error: {e}", file=sys.stderr)
             return 2

@@ -20,7 +20,6 @@ loaded, and a server answering with untrained weights is refused.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Hashable
@@ -35,7 +34,7 @@ from slam.bus import topics
 from slam.bus.keys import CurveClient
 from slam.errors import DataError
 from slam.inference.client import InferenceClient
-from slam.inference.requests import ImageRequests, untrained
+from slam.inference.requests import ImageRequests, sidecar_input_size, untrained
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +192,7 @@ def _netvlad_at(s: PlaceSettings) -> PlaceDescriberFactory:
         check_connect(s.infer)
     except EndpointError as e:
         raise DataError(None, f"inference endpoint: {e} (or in-process)") from None
-    input_wh = _sidecar_input_size(s.checkpoint) if s.checkpoint else None
+    input_wh = sidecar_input_size(s.checkpoint) if s.checkpoint else None
 
     def client() -> InferenceClient:
         return InferenceClient.connect(s.infer, name="netvlad", curve=s.curve, heartbeat_s=s.heartbeat_s)
@@ -205,27 +204,6 @@ def _netvlad_at(s: PlaceSettings) -> PlaceDescriberFactory:
     log.info("place recognition: NetVLAD (%s; %d-D descriptors)", reason, dim)
     return PlaceDescriberFactory("netvlad", reason, lambda: NetVladDescriber(client(), dim, input_wh, s.deadline_s),
                                  dim, s.infer, s.checkpoint)
-
-
-def _sidecar_input_size(checkpoint: str) -> tuple[int, int]:
-    """(width, height) a checkpoint's network takes, from its sidecar (``input_size`` or ``architecture``)."""
-    from nets.base import sidecar_path
-
-    side = sidecar_path(checkpoint)
-    try:
-        info = json.loads(side.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise DataError(side, f"cannot read the checkpoint's sidecar: {e}") from None
-    arch = info.get("architecture") if isinstance(info, dict) else None
-    wh = info.get("input_size") if isinstance(info, dict) else None
-    if wh is None and isinstance(arch, dict):
-        wh = [arch.get("image_width"), arch.get("image_height")]
-    try:
-        w, h = (int(v) for v in wh)
-    except (TypeError, ValueError):
-        raise DataError(side, "the sidecar records no input size (input_size or architecture.image_width, "
-                              "image_height)") from None
-    return w, h
 
 
 def _probe(client: InferenceClient, input_wh: tuple[int, int] | None, s: PlaceSettings) -> tuple[int, str | None]:

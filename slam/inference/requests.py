@@ -1,7 +1,7 @@
 """Images sent to one task of a model through the inference client, answers mapped back to the caller's keys.
 
 The bookkeeping that every learned input of the SLAM process shares (NetVLAD
-descriptors, PoseNet pose priors): a thumbnail is checked, resized to the
+descriptors, PoseNet and VidLoc pose priors): a thumbnail (or a clip of them) is checked, resized to the
 network's input when that is known here (else the server resizes it by the
 same rule), sent without waiting; answers come back through :meth:`answers`
 as ``(key, value, why, late)``: a value, or None with why (error answer,
@@ -13,15 +13,18 @@ the ``task`` and bus ``topic`` and turns an answer into its value
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import cv2
 import numpy as np
 
+from slam.errors import DataError
 from slam.inference.client import InferenceClient
 
 
@@ -40,6 +43,38 @@ def untrained(meta: dict[str, Any], where: str, what: str, use: str) -> str | No
     if model.get("trained", False):
         return None
     return f"the {model.get('name', what)} model at {where} has no checkpoint (untrained weights): not used {use}"
+
+
+def read_sidecar(checkpoint: str | Path) -> dict[str, Any]:
+    """The JSON sidecar of ``checkpoint`` (``NAME.json`` beside ``NAME.pt``); :class:`DataError` naming the
+    sidecar when it is missing, not JSON or not an object."""
+    from nets.base import sidecar_path
+
+    side = sidecar_path(checkpoint)
+    try:
+        info = json.loads(side.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(side, f"cannot read the checkpoint's sidecar: {e}") from None
+    if not isinstance(info, dict):
+        raise DataError(side, "the checkpoint's sidecar is not a JSON object")
+    return info
+
+
+def sidecar_input_size(checkpoint: str | Path) -> tuple[int, int]:
+    """(width, height) a checkpoint's network takes, from its sidecar (``input_size`` or ``architecture``)."""
+    info = read_sidecar(checkpoint)
+    arch = info.get("architecture")
+    wh = info.get("input_size")
+    if wh is None and isinstance(arch, dict):
+        wh = [arch.get("image_width"), arch.get("image_height")]
+    try:
+        w, h = (int(v) for v in wh)
+    except (TypeError, ValueError):
+        from nets.base import sidecar_path
+
+        raise DataError(sidecar_path(checkpoint), "the sidecar records no input size (input_size or "
+                                                  "architecture.image_width, image_height)") from None
+    return w, h
 
 
 class ImageRequests(ABC):
@@ -67,17 +102,27 @@ class ImageRequests(ABC):
         """An answer's value, or None and why it cannot be used."""
 
     def send(self, key: Hashable, thumbnail: np.ndarray | None) -> bool:
-        """Send ``thumbnail`` (H x W x 3 uint8 RGB); False when there is none, it is malformed, or the
-        client's backlog is full (a server gone for a while)."""
+        """Send ``thumbnail`` (H x W x 3 uint8 RGB) as ``image``; False when there is none, it is malformed,
+        or the client's backlog is full (a server gone for a while)."""
+        img = self.prepare(thumbnail)
+        return img is not None and self.request(key, {"image": img})
+
+    def prepare(self, thumbnail: np.ndarray | None) -> np.ndarray | None:
+        """``thumbnail`` checked (H x W x 3 uint8 RGB, else None, logged once) and resized to the network's
+        input when that is known here."""
         if thumbnail is None:
-            return False
+            return None
         img = np.asarray(thumbnail)
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
             self.log_once(f"thumbnail of shape {img.shape} {img.dtype}, not H x W x 3 uint8: not sent")
-            return False
+            return None
         if self.input_wh is not None:
             img = resize_thumbnail(img, self.input_wh)
-        rid = self.client.submit(self.task, {"image": np.ascontiguousarray(img)}, self.deadline_s, topic=self.topic)
+        return np.ascontiguousarray(img)
+
+    def request(self, key: Hashable, arrays: dict[str, np.ndarray]) -> bool:
+        """Submit ``arrays`` (a request of :attr:`task`) for ``key``; False when the client's backlog is full."""
+        rid = self.client.submit(self.task, arrays, self.deadline_s, topic=self.topic)
         if rid is None:
             return False
         self._keys[rid] = (key, time.monotonic() + self.deadline_s + self.client.keep_late_s + 1.0)

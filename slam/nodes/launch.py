@@ -13,7 +13,8 @@ A launch file describes one process graph::
       clients: ~/.config/slam/keys/allowed/        # who may connect to frames/poses bound off loopback
     processes:
       source: {kind: replay, realtime: true}          # or kind: camera, camera: /dev/video0, imu: serial
-      slam: {mode: rgbd, config: null, set: [], place: auto, place_checkpoint: null, map: null}  # map: OLD/map.npz to relocalise in (slam-run --map)
+      slam: {mode: rgbd, config: null, set: [], place: auto, place_checkpoint: null, map: null,  # map: OLD/map.npz to relocalise in (slam-run --map)
+             pose_prior: null, pose_prior_inference: in-process}  # pose_prior: a PoseNet/VidLoc checkpoint (slam-run --pose-prior)
       inference: {enabled: true, device: auto, config: null, restart: true}
       viewer: {enabled: false, record: null, spawn: false}   # live view (rerun): see slam.nodes.viewer
 
@@ -23,6 +24,12 @@ Place recognition (``slam.place``): NetVLAD runs in the SLAM process when
 ``config`` names a NetVLAD model with a checkpoint, always with ``place:
 netvlad`` (e.g. a server on another host). Otherwise ORB-VLAD, and the log
 says why.
+
+Relocalisation's pose prior (``slam.pose_prior``, as ``slam-run --pose-prior``,
+which overrides it): a PoseNet or VidLoc checkpoint (the sidecar says which),
+run in the SLAM process (``pose_prior_inference: in-process``, the default) or
+asked of the inference server (``server``; a local server's ``config`` must
+serve that model with a checkpoint, else the run is refused naming the file).
 
 ``{run}`` is replaced by a fresh per-run folder (ipc sockets live there), so
 two runs never share sockets. Endpoints choose the deployment: ``ipc://`` on
@@ -49,6 +56,7 @@ from slam.errors import DataError
 
 ENDPOINT_NAMES = ("frames", "poses", "inference")
 SOURCE_KINDS = ("replay", "camera")
+PRIOR_INFERENCE = ("in-process", "server")  # where slam.pose_prior runs
 
 
 @dataclass
@@ -75,6 +83,8 @@ class SlamSpec:
     frame_delay_s: float = 0.0  # sleep this long after each frame, as a slower machine would (tests, benchmarks)
     place: str = "auto"  # place recognition: auto, orb-vlad, netvlad (slam.inference.place)
     place_checkpoint: str | None = None  # NetVLAD in the SLAM process from this checkpoint (else: the inference server)
+    pose_prior: str | None = None  # relocalisation's pose prior: a PoseNet or VidLoc checkpoint (its sidecar says which)
+    pose_prior_inference: str = "in-process"  # where it runs: in-process, or "server" (endpoints.inference serves it)
 
 
 @dataclass
@@ -178,6 +188,11 @@ def load_launch(path: str | Path) -> LaunchSpec:
         raise DataError(path, f"processes.source.kind must be one of {SOURCE_KINDS}, got {spec.source.kind!r}")
     if spec.source.kind == "camera" and not spec.source.camera:
         raise DataError(path, "processes.source: kind camera needs camera: DEVICE_OR_VIDEO")
+    if spec.slam.pose_prior_inference not in PRIOR_INFERENCE:
+        raise DataError(path, f"processes.slam.pose_prior_inference must be one of {PRIOR_INFERENCE}, "
+                              f"got {spec.slam.pose_prior_inference!r}")
+    if spec.slam.pose_prior_inference == "server" and "inference" not in spec.endpoints:
+        raise DataError(path, "processes.slam.pose_prior_inference is server but endpoints.inference is missing")
     if spec.inference.enabled and "inference" not in spec.endpoints:
         raise DataError(path, "processes.inference is enabled but endpoints.inference is missing")
     return spec

@@ -63,6 +63,7 @@ from slam.errors import DataError
 from slam.nodes.launch import LaunchSpec, load_launch
 from slam.backbone.map.map import Map
 from slam.inference.place import IN_PROCESS, PlaceDescriberFactory, PlaceSettings, make_place_describer
+from slam.inference.pose_prior import PosePriorFactory, checkpoint_kind, make_pose_prior
 from slam.nodes.common import bus_curve_server, inference_curve_client, setup_logging
 from slam.nodes.lifeline import watch_parent
 from slam.nodes.source import END_OF_STREAM
@@ -89,6 +90,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--sequence", type=Path, help="the replayed sequence (for the summary and its evaluation)")
     p.add_argument("--mode", help="override the launch file's slam mode")
+    p.add_argument("--pose-prior", help="override the launch file's slam.pose_prior (a PoseNet or VidLoc checkpoint)")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -100,6 +102,7 @@ class _Receiver(threading.Thread):
         super().__init__(name="bus-receiver", daemon=True)
         self.run_dir = run_dir
         self.place: PlaceDescriberFactory | None = None
+        self.prior: PosePriorFactory | None = None
         # a deep queue rides out a slow keyframe without drops when the source sends without credit (live)
         self.sub = Subscriber(None, spec.endpoint("frames", run_dir), topics=[topics.FRAMES], hwm=FRAMES_HWM)
         self.spec, self.mode, self.stop = spec, mode, stop
@@ -123,12 +126,13 @@ class _Receiver(threading.Thread):
             raise DataError(self.spec.path, f"slam mode {mode}, but the frames carry no right image and stereo rig")
         log.info("first frame %d (%dx%d): mode %s", frame.index, frame.camera.width, frame.camera.height, mode)
         self.place = make_place_describer(place_settings(self.spec, self.run_dir))
+        self.prior = pose_prior(self.spec, self.run_dir)
         initial_map = None
         if s.map:  # checked against the camera of the frames: DataError naming the file, before any output
             initial_map = load_map_for_run(s.map, frame.camera, cfg.features.scale_factor, cfg.features.n_levels, mode)
             self.loaded_map = (len(initial_map.keyframes), len(initial_map.points))
         return System(frame.camera, mode, cfg, stereo=rig, threaded=not s.sync_mapping, place_describer=self.place,
-                      initial_map=initial_map)
+                      initial_map=initial_map, pose_prior=self.prior)
 
     def run(self) -> None:
         try:
@@ -180,12 +184,30 @@ def place_settings(spec: LaunchSpec, run_dir: Path) -> PlaceSettings:
     settings.infer = spec.endpoint("inference", run_dir)
     settings.curve = inference_curve_client(spec)
     if spec.inference.enabled:
-        settings.server_serves_netvlad = _serves_netvlad(spec.inference.config)
+        settings.server_serves_netvlad = _serves(spec.inference.config, "netvlad")
     return settings
 
 
-def _serves_netvlad(config: str | None) -> bool:
-    """Whether the slam-infer models config at ``config`` names a NetVLAD model with a checkpoint."""
+def pose_prior(spec: LaunchSpec, run_dir: Path) -> PosePriorFactory | None:
+    """Relocalisation's pose prior as the launch file sets it (``slam.pose_prior``, None: none): in the SLAM
+    process, or asked of the inference endpoint (``pose_prior_inference: server``), whose local server, when
+    the launch file starts one, must serve the checkpoint's model (else a :class:`DataError` naming the file)."""
+    s = spec.slam
+    if not s.pose_prior:
+        return None
+    if s.pose_prior_inference != "server":
+        return make_pose_prior(s.pose_prior, deadline_s=spec.inference.deadline_s)
+    kind, _ = checkpoint_kind(s.pose_prior)
+    if spec.inference.enabled and not _serves(spec.inference.config, kind):
+        raise DataError(spec.path, f"processes.slam.pose_prior_inference is server, but the local inference server's "
+                                   f"config ({spec.inference.config or 'none'}) serves no {kind} with a checkpoint "
+                                   f"(models: [{{model: {kind}, checkpoint: {s.pose_prior}}}])")
+    return make_pose_prior(s.pose_prior, infer=spec.endpoint("inference", run_dir), deadline_s=spec.inference.deadline_s,
+                           curve=inference_curve_client(spec), heartbeat_s=spec.inference.heartbeat_s)
+
+
+def _serves(config: str | None, model: str) -> bool:
+    """Whether the slam-infer models config at ``config`` names ``model`` with a checkpoint."""
     if not config:
         return False
     import yaml
@@ -194,7 +216,7 @@ def _serves_netvlad(config: str | None) -> bool:
         models = (yaml.safe_load(Path(config).read_text()) or {}).get("models") or []
     except (OSError, yaml.YAMLError, AttributeError):
         return False  # slam-infer itself says what is wrong with it
-    return any(isinstance(m, dict) and m.get("model") == "netvlad" and m.get("checkpoint") for m in models)
+    return any(isinstance(m, dict) and m.get("model") == model and m.get("checkpoint") for m in models)
 
 
 def tracked_features(system: System, res: FrameResult) -> TrackedFeatures | None:
@@ -330,7 +352,8 @@ def run(args: argparse.Namespace, spec: LaunchSpec, stop: StopRequest) -> dict:
     if acc["dropped_by_bus"] or acc["not_processed"]:
         log.warning("%s", describe_accounting(acc))
     head = {"sequence": str(args.sequence or spec.source.camera or ""), "reader": "bus", "mode": rx.system.mode,
-            "launch": str(spec.path), "place_recognition": rx.place.describe() if rx.place is not None else None}
+            "launch": str(spec.path), "place_recognition": rx.place.describe() if rx.place is not None else None,
+            "pose_prior": rx.prior.describe() if rx.prior is not None else None}
     times = runner.times if runner is not None else FrameTimes()
     summary, traj = save_run(args.out, rx.system, head, frames, report.skipped, times, time.perf_counter() - wall0)
     summary["stop_reason"] = stop_reason
@@ -369,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, on_signal)
     try:
         spec = load_launch(args.launch)
+        if args.pose_prior:
+            spec.slam.pose_prior = args.pose_prior
         summary = run(args, spec, stop)
     except DataError as e:
         log.error("%s", e)

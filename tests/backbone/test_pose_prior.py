@@ -10,7 +10,7 @@ import logging
 import numpy as np
 
 from slam.backbone.config import SlamConfig
-from slam.backbone.frontend.pose_prior import PoseAnswer, keyframes_near
+from slam.backbone.frontend.pose_prior import ImmediatePosePrior, PoseAnswer, keyframes_near
 from slam.backbone.frontend.tracking import State
 from slam.backbone.loop.place import OrbVladDescriber, PlaceAnswer
 from slam.backbone.system import System
@@ -29,36 +29,26 @@ class _BlindDescriber(OrbVladDescriber):
         return True
 
 
-class _Prior:
+class _Prior(ImmediatePosePrior):
     """A pose prior answering ``T_w_c`` of each frame index from a table (map frame), perturbed by a fixed
     ``NOISE_M`` offset and a ``NOISE_DEG`` rotation in random directions (seeded)."""
 
     name = "test-prior"
 
     def __init__(self, poses: dict[int, np.ndarray], seed: int = 0):
+        super().__init__()
         self.poses, self.rng = poses, np.random.default_rng(seed)
-        self.answers: list[PoseAnswer] = []
         self.asked: list[int] = []
 
-    def submit(self, key, thumbnail) -> bool:
+    def pose(self, key, thumbnail, earlier) -> np.ndarray:
         assert thumbnail is not None and thumbnail.shape == (120, 160, 3)
+        assert len(earlier) <= self.clip_len - 1
         self.asked.append(key[1])
         T = self.poses[key[1]].copy()
         u, w = self.rng.normal(size=3), self.rng.normal(size=3)
         T[:3, 3] += NOISE_M * u / np.linalg.norm(u)
         T[:3, :3] = so3_exp(np.radians(NOISE_DEG) * w / np.linalg.norm(w)) @ T[:3, :3]
-        self.answers.append(PoseAnswer(key, T))
-        return True
-
-    def poll(self) -> list[PoseAnswer]:
-        out, self.answers = self.answers, []
-        return out
-
-    def available(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass
+        return T
 
 
 def _map_poses(frames) -> dict[int, np.ndarray]:
@@ -168,3 +158,41 @@ def test_late_prior_answers_are_used_only_while_recent(black_seq):
     assert system.tracker.relocalizations[0]["frame"] == BEFORE + BLACK
     system, _ = _run(camera, frames, _StalePrior(_map_poses(frames), age=16))
     assert system.tracker.relocalizations == []
+
+
+class _ClipPrior(_Prior):
+    """A clip prior (``clip_len`` 4) that records, per frame asked, the thumbnails it was given before it."""
+
+    clip_len = 4
+
+    def __init__(self, poses):
+        super().__init__(poses)
+        self.thumbs: dict[int, np.ndarray] = {}
+        self.earlier: dict[int, list[np.ndarray]] = {}
+
+    def pose(self, key, thumbnail, earlier) -> np.ndarray:
+        self.thumbs[key[1]], self.earlier[key[1]] = thumbnail, list(earlier)
+        return super().pose(key, thumbnail, earlier)
+
+
+def test_a_clip_prior_gets_the_last_consecutive_lost_frames(black_seq):
+    """While lost, each frame goes to a clip prior with the thumbnails of the lost frames just before it (at most
+    clip_len - 1, oldest first); frames without keypoints break the clip, which then starts again."""
+    camera, frames = black_seq
+    start = BEFORE + BLACK
+    mirrored = [dataclasses.replace(f, image=np.ascontiguousarray(f.image[:, ::-1]),
+                                    depth=np.ascontiguousarray(f.depth[:, ::-1])) for f in frames[start:start + 9]]
+    black = frames[BEFORE:BEFORE + 2]
+    seq = frames[:start] + mirrored[:5] + black + mirrored[5:]  # lost: 5 frames, 2 black, 4 frames
+    seq = [dataclasses.replace(f, index=i) for i, f in enumerate(seq)]
+    cfg = SlamConfig()
+    cfg.tracking.reloc_max_frames = 50
+    prior = _ClipPrior(_map_poses(frames))
+    _run(camera, seq, prior, cfg)
+    asked = sorted(prior.earlier)
+    assert asked == list(range(start, start + 5)) + list(range(start + 7, start + 11))
+    lengths = [len(prior.earlier[i]) for i in asked]
+    assert lengths == [0, 1, 2, 3, 3] + [0, 1, 2, 3]
+    for i in asked:
+        for k, th in enumerate(prior.earlier[i]):
+            assert np.array_equal(th, prior.thumbs[i - len(prior.earlier[i]) + k])

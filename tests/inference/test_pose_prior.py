@@ -64,7 +64,7 @@ def test_posenet_prior_in_process_answers_a_pose_per_key(posenet_checkpoint):
 
 
 def test_bad_pose_prior_checkpoints_are_clear_errors(posenet_checkpoint, tiny_checkpoint, tmp_path):
-    with pytest.raises(DataError, match="no such PoseNet checkpoint"):
+    with pytest.raises(DataError, match="no such PoseNet or VidLoc checkpoint"):
         make_pose_prior(tmp_path / "missing.pt")
     # a NetVLAD checkpoint: a model of another task
     with pytest.raises(DataError, match=r"netvlad_tiny\.pt.*not of a pose regressor"):

@@ -1,7 +1,8 @@
 """A pose prior for relocalisation: where a lost frame roughly is, when place retrieval finds nothing.
 
-A *pose prior* (PoseNet, :mod:`slam.inference.pose_prior`, reached through the
-inference client) regresses a camera pose ``T_w_c`` from one image. It is
+A *pose prior* (PoseNet from one image, or VidLoc from a clip of the last
+frames: :mod:`slam.inference.pose_prior`, reached through the inference
+client) regresses a camera pose ``T_w_c``. It is
 never trusted as the pose: the relocaliser takes the keyframes of the map near
 the prior pose as extra candidates (:func:`keyframes_near`) and runs on them the
 same matching, PnP and pose optimisation as on place candidates, so only a
@@ -17,7 +18,8 @@ backbone defines only the interface (no bus, no ``nets``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -41,11 +43,14 @@ class PoseAnswer:
 
 
 class PosePrior(Protocol):
-    name: str  # e.g. "posenet"
+    name: str  # e.g. "posenet", "vidloc"
+    clip_len: int  # frames one request looks at: 1 (PoseNet, one image) or a clip's length (VidLoc)
 
-    def submit(self, key: Hashable, thumbnail: np.ndarray | None) -> bool:
-        """Ask for the pose of one image (``thumbnail``: 120x160x3 uint8 RGB or None). False when the
-        request cannot be taken."""
+    def submit(self, key: Hashable, thumbnail: np.ndarray | None, earlier: Sequence[np.ndarray] = ()) -> bool:
+        """Ask for the pose of one image (``thumbnail``: 120x160x3 uint8 RGB or None); ``earlier``: the
+        thumbnails of the frames just before it, oldest first (at most ``clip_len - 1``; a clip prior
+        regresses the pose of the newest frame from all of them, a one-image prior ignores them). False
+        when the request cannot be taken."""
 
     def poll(self) -> list[PoseAnswer]:
         """The answers that came back since the last poll (never blocks)."""
@@ -55,6 +60,36 @@ class PosePrior(Protocol):
 
     def close(self) -> None:
         """Release what the prior holds (sockets, threads)."""
+
+
+class ImmediatePosePrior(ABC):
+    """A pose prior that answers as it is asked, from :meth:`pose` (no network: a pose from another source,
+    a baseline); the answers wait for the next :meth:`poll` like those of a learned prior."""
+
+    name = "immediate"
+    clip_len = 1
+
+    def __init__(self) -> None:
+        self._answers: list[PoseAnswer] = []
+
+    @abstractmethod
+    def pose(self, key: Hashable, thumbnail: np.ndarray | None, earlier: Sequence[np.ndarray]) -> np.ndarray | None:
+        """``T_w_c`` (4x4, camera -> map world, metres) of the frame ``key``, or None when there is none."""
+
+    def submit(self, key: Hashable, thumbnail: np.ndarray | None, earlier: Sequence[np.ndarray] = ()) -> bool:
+        T = self.pose(key, thumbnail, earlier)
+        self._answers.append(PoseAnswer(key, T, None if T is not None else "no pose"))
+        return True
+
+    def poll(self) -> list[PoseAnswer]:
+        out, self._answers = self._answers, []
+        return out
+
+    def available(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
 
 
 def keyframes_near(m: Map, T_w_c: np.ndarray, allowed: Callable[[KeyFrame], bool] = lambda kf: True,

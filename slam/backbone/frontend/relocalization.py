@@ -15,8 +15,10 @@
    again (ORB-SLAM: a wide, then a narrow window);
 4. accept the first candidate with ``tracking.reloc_min_inliers`` inliers (ORB-SLAM: 50);
 5. when every place candidate failed (or none came) and a pose prior is configured
-   (:class:`~slam.backbone.frontend.pose_prior.PosePrior`, e.g. PoseNet; submit/poll like the
-   describer): the frame's thumbnail goes to it, and with its latest answer (at most
+   (:class:`~slam.backbone.frontend.pose_prior.PosePrior`, e.g. PoseNet or VidLoc; submit/poll like
+   the describer): the frame's thumbnail goes to it (with those of the lost frames just before it,
+   up to the prior's ``clip_len``: a clip of consecutive frames, begun anew after a gap), and with
+   its latest answer (at most
    ``MAX_ANSWER_AGE_FRAMES`` frames old) the keyframes near the prior pose
    (:func:`~slam.backbone.frontend.pose_prior.keyframes_near`) are tried as in step 3, so a prior
    is only ever accepted through the PnP inliers it leads to.
@@ -29,6 +31,7 @@ attempt (``attempted`` False): black frames never count towards giving up.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -133,6 +136,9 @@ class Relocalizer:
         self.describer: PlaceDescriber = describer if describer is not None else OrbVladDescriber()
         self.prior = prior  # asked only when the place candidates fail (None: no prior)
         self._latest_prior: tuple[int, np.ndarray] | None = None  # (frame index, T_w_c) of the latest prior answer
+        # (frame index, thumbnail) of the lost frames just sent to the prior, consecutive, oldest first: the
+        # earlier frames of a clip prior's next clip (none kept for a one-image prior)
+        self._earlier: deque[tuple[int, np.ndarray]] = deque(maxlen=max(0, int(getattr(prior, "clip_len", 1)) - 1))
         self.places: KeyFrameDatabase | None = None  # System.places (shared with loop closing); own one if unset
         self._asked: set[int] = set()  # keyframes whose descriptor was requested here
         self._latest: tuple[int, np.ndarray] | None = None  # (frame index, descriptor) of the latest frame answer
@@ -188,7 +194,12 @@ class Relocalizer:
                           allowed: Callable[[KeyFrame], bool]) -> list[tuple[KeyFrame, float]]:
         """Ask the prior about ``cur``; the keyframes near its latest answer (none when that is older than
         ``MAX_ANSWER_AGE_FRAMES`` frames: an answer of an earlier loss is not used)."""
-        self.prior.submit(("frame", cur.index), cur.thumbnail())
+        thumbnail = cur.thumbnail()
+        if self._earlier and self._earlier[-1][0] != cur.index - 1:  # a gap (frames not attempted, a new loss)
+            self._earlier.clear()
+        self.prior.submit(("frame", cur.index), thumbnail, [t for _, t in self._earlier])
+        if thumbnail is not None:
+            self._earlier.append((cur.index, thumbnail))
         for ans in self.prior.poll():
             _, ident = ans.key
             if ans.T_w_c is None:
