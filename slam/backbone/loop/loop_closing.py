@@ -359,7 +359,8 @@ class LoopCloser:
     def _global_ba(self, abort: threading.Event) -> None:
         try:
             out = global_ba.run(self.map, self.camera, self.bf, self.inv_level_sigma2, self.disp_inv_sigma2,
-                                self.cfg.global_ba_iterations, abort, self.pause_mapping, self.resume_mapping)
+                                self.cfg.global_ba_iterations_mono if self.mono else self.cfg.global_ba_iterations,
+                                abort, self.pause_mapping, self.resume_mapping)
         except Exception as e:  # a failed global BA leaves the map as the loop correction made it
             log.exception("global BA failed")
             self.error = e
