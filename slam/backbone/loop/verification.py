@@ -158,8 +158,9 @@ def verify_candidate(map_: Map, kf: KeyFrame, cand: KeyFrame, cfg: LoopConfig, i
             sel = np.flatnonzero(gidx == gi)
             uv[sel], ur[sel] = g.features.uv_und[kp[sel]], g.features.u_right[kp[sel]]
             w[sel] = inv_level_sigma2[g.features.octave[kp[sel]]]
+        # one camera alone cannot tell a similarity's scale from its translation's (same pixels): keep RANSAC's
         S_cw, inl = refine_rig_pose(S_cw, np.stack(T_g_c)[gidx], X, uv, ur, w, camera, bf, disp_inv_sigma2,
-                                    fix_scale=fix_scale)
+                                    fix_scale=fix_scale or len(np.unique(gidx)) < 2)
         cur = gidx == 0
         point_of_kp[kp[cur & ~inl]] = -1
         n_inliers = int(np.count_nonzero(inl))
