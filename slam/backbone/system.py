@@ -134,10 +134,10 @@ class System:
         describer = (place_describer or OrbVladDescriber)()
         self.places = KeyFrameDatabase(describer.dim)
         # loop.enabled=false: no loop detection, but keyframes still get descriptors (relocalisation);
-        # monocular maps detect loops only with loop.monocular=true (LoopConfig)
+        # loop.monocular=false: monocular maps detect no loops (LoopConfig)
         detect = self.cfg.loop.enabled and (self.cfg.loop.monocular or not mode.startswith("mono"))
         if self.cfg.loop.enabled and not detect:
-            log.info("loop closing off for a monocular map (--set loop.monocular=true turns it on)")
+            log.info("loop closing off for a monocular map (loop.monocular=false)")
         self.loop_closer = LoopCloser(self.map, camera, mode, self.cfg, self.places, describer,
                                       self.tracker.extractor, self.tracker.bf, self.tracker.disp_inv_sigma2,
                                       pause_mapping=self._pause_mapping, resume_mapping=self._resume_mapping,

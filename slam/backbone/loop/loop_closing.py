@@ -43,7 +43,7 @@ from slam.backbone.config import SlamConfig
 from slam.backbone.loop import correction, global_ba
 from slam.backbone.loop.keyframe_database import ConsistencyChecker, KeyFrameDatabase
 from slam.backbone.loop.place import PlaceDescriber
-from slam.backbone.loop.verification import LoopMatch, verify_candidate
+from slam.backbone.loop.verification import LoopMatch, rigid_of, verify_candidate
 from slam.backbone.map.map import KeyFrame, Map
 from slam.geometry.se3 import inv_pose, sim3_scale
 
@@ -300,11 +300,12 @@ class LoopCloser:
         return self.correct(kf, loop)
 
     def _plausible(self, kf: KeyFrame, loop: LoopMatch) -> bool:
-        """Stereo/RGB-D maps drift little: a verified loop that would move the camera far is taken as false."""
-        if self.mono:
-            return True
-        dt, dr = pose_change(kf.T_c_w, loop.S_cw)
-        if dt > self.cfg.max_translation_m or dr > self.cfg.max_rotation_deg:
+        """Maps drift little in rotation: a verified loop that would turn the keyframe further than
+        ``loop.max_rotation_deg`` is taken as false (a repeated texture elsewhere, e.g. the same poster on two
+        walls); stereo/RGB-D maps, metric, also one that would move it more than ``loop.max_translation_m``
+        (monocular maps: no metric bound, their scale drifts)."""
+        dt, dr = pose_change(kf.T_c_w, rigid_of(loop.S_cw))
+        if dr > self.cfg.max_rotation_deg or (not self.mono and dt > self.cfg.max_translation_m):
             log.warning("loop %d -> %d rejected: it would move the keyframe %.2f m / %.1f deg", kf.id,
                         loop.loop_kf_id, dt, dr)
             return False
@@ -375,7 +376,8 @@ class LoopCloser:
             lower_thread_priority(self.cfg.thread_nice)
         try:
             out = global_ba.run(self.map, self.camera, self.bf, self.inv_level_sigma2, self.disp_inv_sigma2,
-                                self.cfg.global_ba_iterations, abort, self.pause_mapping, self.resume_mapping)
+                                self.cfg.global_ba_iterations_mono if self.mono else self.cfg.global_ba_iterations,
+                                abort, self.pause_mapping, self.resume_mapping)
         except Exception as e:  # a failed global BA leaves the map as the loop correction made it
             log.exception("global BA failed")
             self.error = e
