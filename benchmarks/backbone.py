@@ -56,6 +56,9 @@ def cases(synth: Path) -> list[dict]:
         dict(name="synth_demo_300 (mono)", seq=synth / "demo", mode="mono", args=[]),
         # monocular loop closing (Sim3) against the same runs without it
         dict(name="synth_demo_300 (mono, loop closing off)", seq=synth / "demo", mode="mono", args=LOOP_OFF),
+        dict(name="synth_loop600 seed 0 (mono)", seq=synth / "loop600_s0", mode="mono", args=[]),
+        dict(name="synth_loop600 seed 0 (mono, loop closing off)", seq=synth / "loop600_s0", mode="mono",
+             args=LOOP_OFF),
     ]
     for s in SEEDS:
         c.append(dict(name=f"synth_loop600 seed {s} (rgbd, PNG replay)", seq=synth / f"loop600_s{s}", mode="rgbd",
@@ -278,12 +281,13 @@ def loop_targets(runs) -> list[list[str]]:
                           "(loop600_distractor), every run", all(r["false_loops"] == 0 for v in fl.values() for r in v),
                           "; ".join(f"{n}: loops per run " + ", ".join(str(r["loops"]) for r in v) + ", false "
                                     + ", ".join(str(r["false_loops"]) for r in v) for n, v in fl.items())))
-    on, off = runs("synth_demo_300 (mono)"), runs("synth_demo_300 (mono, loop closing off)")
-    if on and off:
-        a, b = summarise(on)["ate_rmse_m"]["median"], summarise(off)["ate_rmse_m"]["median"]
-        rows.append(check("Synthetic demo (mono): Sim3 loop closing does not cost accuracy (ATE on <= off, medians), "
-                          "no false loop", a <= b and all(r["false_loops"] == 0 for r in on),
-                          f"{a * 1e3:.1f} vs {b * 1e3:.1f} mm; loops per run " + ", ".join(str(r["loops"]) for r in on)))
+    for seq in ("synth_demo_300", "synth_loop600 seed 0"):
+        on, off = runs(f"{seq} (mono)"), runs(f"{seq} (mono, loop closing off)")
+        if on and off:
+            a, b = summarise(on)["ate_rmse_m"]["median"], summarise(off)["ate_rmse_m"]["median"]
+            rows.append(check(f"{seq} (mono): Sim3 loop closing does not cost accuracy (ATE on <= off, medians), "
+                              "no false loop", a <= b and all(r["false_loops"] == 0 for r in on),
+                              f"{a * 1e3:.1f} vs {b * 1e3:.1f} mm; loops per run " + ", ".join(str(r["loops"]) for r in on)))
     k = runs("kitti07_160 (mono)")
     if k:
         rows.append(check("KITTI 07 clip (mono): loops found (report; no false loop)", True,
