@@ -26,6 +26,7 @@ trained, which the log says once and ``describe()["trained"]`` says always.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Iterator
@@ -37,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nets.base import ModelError
 from nets.registry import register
 from nets.retrieval import (OrbVlad, PlaceThresholds, database_mask, group_worlds, kmeans, pose_relations,
                             recall_at_k)
@@ -145,8 +147,9 @@ class NetVLAD(TrainableModel):
         "margin": 0.1,  # m of the ranking loss, on squared distances of unit vectors
         "hard_negatives": 10,  # hardest in-batch negatives per query that enter the loss
         "kmeans_images": 64,  # training images whose backbone features the centres are clustered from
-        "pos_dist_m": 2.0, "pos_angle_deg": 30.0,  # positives: within both
-        "neg_dist_m": 10.0, "neg_angle_deg": 60.0,  # negatives: beyond either
+        "pos_dist_m": 2.0, "pos_angle_deg": 30.0,  # positives: within both (evaluation; training unless below)
+        "neg_dist_m": 10.0, "neg_angle_deg": 60.0,  # negatives: beyond either (evaluation; training unless below)
+        "train_pos_dist_m": None, "train_neg_dist_m": None,  # training pairs' distances [m]; None: the above
         "exclude_frames": 5,  # evaluation: a query's temporal neighbours (same clip) are not in its database
         "infer_batch": 32,  # images per forward pass when answering requests
     }
@@ -165,6 +168,18 @@ class NetVLAD(TrainableModel):
         c = self.conf
         return PlaceThresholds(c["pos_dist_m"], c["pos_angle_deg"], c["neg_dist_m"], c["neg_angle_deg"],
                                int(c["exclude_frames"]))
+
+    @property
+    def train_thresholds(self) -> PlaceThresholds:
+        """The positives and negatives of training pairs: :attr:`thresholds` with ``train_pos_dist_m`` and
+        ``train_neg_dist_m`` [m] where set (tighter distances teach the descriptor where along a view it is)."""
+        c, th = self.conf, self.thresholds
+        pos = th.pos_dist_m if c.get("train_pos_dist_m") is None else float(c["train_pos_dist_m"])
+        neg = th.neg_dist_m if c.get("train_neg_dist_m") is None else float(c["train_neg_dist_m"])
+        if neg < pos:
+            raise ModelError(f"netvlad: train_neg_dist_m {neg} is below train_pos_dist_m {pos}: a pair would be "
+                             "both a positive and a negative")
+        return dataclasses.replace(th, pos_dist_m=pos, neg_dist_m=neg)
 
     # ------------------------------------------------------------ descriptors
     @torch.no_grad()
@@ -219,8 +234,9 @@ class NetVLAD(TrainableModel):
 
     def batches(self, clips: list[Clip], rng: np.random.Generator) -> Iterator[dict[str, Any]]:
         """Batches of ``batch_queries`` queries of one world, each with one positive (preferably outside its
-        temporal neighbourhood) and the GT positive/negative relations among all images of the batch."""
-        th, bq = self.thresholds, int(self.conf["batch_queries"])
+        temporal neighbourhood) and the GT positive/negative relations (:attr:`train_thresholds`) among all images
+        of the batch."""
+        th, bq = self.train_thresholds, int(self.conf["batch_queries"])
         aug = float(self.conf.get("augment", 0.0))
         out = []
         for world in group_worlds(clips):
