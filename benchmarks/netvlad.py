@@ -45,6 +45,13 @@ def flat(metrics: dict) -> dict:
     return out
 
 
+def pair_distances(size: str) -> str:
+    """The training pairs' distance thresholds of ``size``, in words (the evaluation's when the size sets none)."""
+    conf = {**NetVLAD.default_conf, **NetVLAD.sizes[size]}
+    th = NetVLAD(conf).train_thresholds
+    return f"positive within {th.pos_dist_m:g} m, negative beyond {th.neg_dist_m:g} m or {th.neg_angle_deg:g} deg"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", default="small")
@@ -95,7 +102,8 @@ def main() -> int:
     md = [md_header("NetVLAD place recognition", m, args.repeat),
           f"Model: NetVLAD `{args.size}` ({wh[0]}x{wh[1]} RGB, channels {NetVLAD.sizes[args.size]['channels']}, "
           f"{NetVLAD.sizes[args.size]['clusters']} clusters, training augmentation "
-          f"{NetVLAD.sizes[args.size].get('augment', 0.0)}), trained {args.epochs} epochs on CPU on the synthetic "
+          f"{NetVLAD.sizes[args.size].get('augment', 0.0)}, lr {NetVLAD.sizes[args.size]['lr']}, training pairs "
+          f"{pair_distances(args.size)}), trained {args.epochs} epochs on CPU on the synthetic "
           f"rooms {args.train_seeds} (two traversals each, {sum(len(c) for c in tr)} frames); run i uses seed i. "
           "Every room is different (size, corner blocks, partitions, boxes/tables/shelves, six texture families; "
           "odd seeds have a repeated-texture poster on two walls), and the two traversals of a room are lit "

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from nets.base import ModelError
 from nets.models.netvlad import NetVLAD, NetVLADLayer
 from nets.retrieval import PlaceThresholds, _random_recall, pose_relations, recall_at_k, vlad
 from nets.server import InferenceService, load_models
@@ -118,3 +119,23 @@ def test_training_beats_random_and_untrained_on_held_out_rooms(train_clips, held
     assert r1 > m["random"]["recall@1"] + 0.3, m
     assert r1 > m["untrained_netvlad"]["recall@1"] + 0.1, m
     assert r1 > m["orb_vlad"]["recall@1"], m
+
+
+def test_training_pairs_use_the_training_distances_and_evaluation_keeps_its_own():
+    # one clip along x looking the same way: 0.25 m apart; query 0 vs frame 6 (1.5 m): a positive at the
+    # evaluation's 2 m, a negative with training pairs within 0.5 m / beyond 1 m (same heading, another place)
+    poses = np.stack([_pose(0.25 * i, 0) for i in range(16)])
+    clip = Clip("c", "w", np.zeros((16, 48, 64, 3), np.uint8), poses, np.arange(16))
+    conf = {**TINY, "batch_queries": 16, "exclude_frames": 0}
+    plain = next(NetVLAD(conf).batches([clip], np.random.default_rng(0)))
+    tight = NetVLAD({**conf, "train_pos_dist_m": 0.5, "train_neg_dist_m": 1.0})
+    batch = next(tight.batches([clip], np.random.default_rng(0)))
+    assert not plain["neg"].any()  # within 10 m and 60 deg: no negative at all without the training distances
+    assert batch["neg"].any() and batch["pos"].any()
+    assert tight.thresholds.pos_dist_m == 2.0 and tight.thresholds.neg_dist_m == 10.0  # evaluation unchanged
+    th = tight.train_thresholds
+    assert (th.pos_dist_m, th.neg_dist_m, th.pos_angle_deg) == (0.5, 1.0, 30.0)
+    pos, neg = pose_relations(poses, th)
+    assert neg[0, 6] and not pos[0, 6] and pos[0, 2] and not neg[0, 3] and not pos[0, 3]  # 1.5, 0.5, 0.75 m
+    with pytest.raises(ModelError, match="train_neg_dist_m"):
+        NetVLAD({**conf, "train_pos_dist_m": 1.0, "train_neg_dist_m": 0.5}).train_thresholds
