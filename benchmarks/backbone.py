@@ -34,6 +34,7 @@ SEEDS = (0, 1, 2)  # synthetic loop600 renders (texture and noise seeds)
 LAP_FRAMES = 600  # loop600: the camera is back at its start every 600 frames
 FOUR_LAPS = "synth_loop600 x4 laps seed 0 (rgbd, PNG replay)"
 LOOP_OFF = ["--set", "loop.enabled=false"]
+NETVLAD = ["--place", "netvlad"]  # nets/checkpoints/netvlad.pt, in-process
 SPEED_CASE = "synth_loop600 seed 0 (rgbd, frames in memory, arriving at 90 Hz)"
 FALSE_LOOP_SEQS = ("noloop600_s0", "loop600_distractor_s0")
 TRUE_LOOP_M, TRUE_LOOP_DEG = 1.0, 30.0  # a closed loop is true when its two keyframes' true poses are this close
@@ -75,6 +76,13 @@ def cases(synth: Path) -> list[dict]:
     # a true revisit is false (ground truth decides, run_once)
     for name in FALSE_LOOP_SEQS:
         c.append(dict(name=f"synth_{name} (rgbd, PNG replay)", seq=synth / name, mode="rgbd", args=[]))
+    # the same loops with the shipped NetVLAD as place describer (in-process) instead of ORB-VLAD
+    for s in SEEDS:
+        c.append(dict(name=f"synth_loop600 seed {s} (rgbd, PNG replay, NetVLAD)", seq=synth / f"loop600_s{s}",
+                      mode="rgbd", args=NETVLAD))
+    for name in FALSE_LOOP_SEQS:
+        c.append(dict(name=f"synth_{name} (rgbd, PNG replay, NetVLAD)", seq=synth / name, mode="rgbd",
+                      args=NETVLAD))
     # --preload: frames decoded into memory first, as a camera delivers them
     for s in SEEDS:  # loop closing's cost to tracking, without PNG decoding in the same process
         c.append(dict(name=f"synth_loop600 seed {s} (rgbd, frames in memory)", seq=synth / f"loop600_s{s}",
@@ -265,6 +273,23 @@ def loop_targets(runs) -> list[list[str]]:
     mem = on_off_pairs(runs, "frames in memory")
     if mem:
         rows.append(tracking_cost_row("frames in memory", mem))
+    nv = [(s, summarise(on), summarise(off), on) for s in SEEDS
+          for on, off in [(runs(f"synth_loop600 seed {s} (rgbd, PNG replay, NetVLAD)"),
+                           runs(f"synth_loop600 seed {s} (rgbd, PNG replay, loop closing off)"))] if on and off]
+    nv_fl = {n: runs(f"synth_{n} (rgbd, PNG replay, NetVLAD)") for n in FALSE_LOOP_SEQS}
+    if nv and all(nv_fl.values()):
+        rows.append(check("The same with NetVLAD (shipped checkpoint, in-process) as place describer: ATE >= 40 % "
+                          "below loop closing off and <= 4 mm, 3 seeds; zero false loops",
+                          all(a["ate_rmse_m"]["median"] <= 0.6 * b["ate_rmse_m"]["median"]
+                              and a["ate_rmse_m"]["median"] <= 0.004 for _, a, b, _ in nv)
+                          and all(r["false_loops"] == 0 for v in nv_fl.values() for r in v)
+                          and all((r["loops"] or 0) >= 1 for _, _, _, on in nv for r in on),
+                          "; ".join(f"seed {s}: {a['ate_rmse_m']['median'] * 1e3:.2f} vs "
+                                    f"{b['ate_rmse_m']['median'] * 1e3:.2f} mm, loops "
+                                    + ", ".join(str(r["loops"]) for r in on) for s, a, b, on in nv)
+                          + "; " + "; ".join(f"{n}: loops " + ", ".join(str(r["loops"]) for r in v) + ", false "
+                                             + ", ".join(str(r["false_loops"]) for r in v)
+                                             for n, v in nv_fl.items())))
     four, one = runs(FOUR_LAPS), runs("synth_loop600 seed 0 (rgbd, PNG replay)")
     if four and one:
         k4, k1 = summarise(four)["keyframes"]["median"], summarise(one)["keyframes"]["median"]
