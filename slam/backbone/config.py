@@ -90,9 +90,9 @@ class MappingConfig:
 @dataclass
 class LoopConfig:
     enabled: bool = True  # the loop-closing thread (place recognition, verification, correction, global BA)
-    # monocular maps (Sim3 loops) too; false turns them off alone. Mono, median of 3: synthetic demo ATE 0.67 cm
-    # with, 1.52 cm without; KITTI 07 clip 0.308 m both ways (no loop found). Not yet everywhere: on loop600_s0
-    # the verified Sim3 is 9 deg off the truth (drift 0.2 deg) and ATE is 1.5 cm with, 0.5 cm without (issue 13)
+    # monocular maps (Sim3 loops) too; false turns them off alone. Mono, median of 3: synthetic demo ATE 0.59 cm
+    # with, 1.52 cm without; loop600_s0 0.59 cm with (0.55-0.62), 0.75 cm without (0.48-1.07); KITTI 07 clip
+    # 0.30-0.31 m both ways (no loop found)
     monocular: bool = True
     min_keyframes_between: int = 10  # no loop within this many keyframes of the map's start or the last loop (ORB-SLAM)
     candidates: int = 10  # best database answers considered per keyframe
@@ -104,6 +104,11 @@ class LoopConfig:
     min_inliers: int = 20  # RANSAC + refinement inliers to accept the transform (ORB-SLAM: 20)
     min_projected_matches: int = 40  # guided matches of the loop group's points to accept the loop (ORB-SLAM: 40)
     projection_radius_px: float = 10.0  # guided matching search window (x scale factor of the level; ORB-SLAM: 10)
+    # monocular verification (see verification.py): the similarity's rotation held to the uncorrected pose's by a
+    # prior of this standard deviation (0: none), and the guided matching also started from the uncorrected pose.
+    # loop600_s0 mono, 3 runs: verified rotation 8.5-10 deg off the truth -> 4.2-4.4, ATE 1.2-1.5 cm -> 0.55-0.62 cm
+    mono_rotation_prior_deg: float = 0.3
+    mono_odometry_hypothesis: bool = True
     refine_group: int = 10  # stereo/RGB-D: covisibles of the current keyframe whose matches refine the loop pose
     fuse_radius_px: float = 4.0  # loop fusion search window (ORB-SLAM: 4)
     # a verified correction turning the keyframe more than this is taken as false (monocular too: the poster on
