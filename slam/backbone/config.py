@@ -90,9 +90,9 @@ class MappingConfig:
 @dataclass
 class LoopConfig:
     enabled: bool = True  # the loop-closing thread (place recognition, verification, correction, global BA)
-    # monocular maps (Sim3 loops) too; false turns them off alone. Mono, median of 3: synthetic demo ATE 0.59 cm
-    # with, 1.52 cm without; loop600_s0 0.59 cm with (0.55-0.62), 0.75 cm without (0.48-1.07); KITTI 07 clip
-    # 0.30-0.31 m both ways (no loop found)
+    # monocular maps (Sim3 loops) too; false turns them off alone. Mono, median of 3 (benchmarks/results/backbone.md):
+    # synthetic demo ATE 0.61 cm with, 1.53 cm without; loop600_s0 0.64 cm with (0.61-0.74), 0.63 cm without
+    # (0.45-0.75); KITTI 07 clip 0.31 m (no loop found)
     monocular: bool = True
     min_keyframes_between: int = 10  # no loop within this many keyframes of the map's start or the last loop (ORB-SLAM)
     candidates: int = 10  # best database answers considered per keyframe
