@@ -47,7 +47,7 @@ from slam.backbone.frontend.tracking import State  # noqa: E402
 from slam.backbone.system import System  # noqa: E402
 from slam.cli.run import main as slam_run  # noqa: E402
 from slam.datasets import open_sequence  # noqa: E402
-from slam.eval import compute  # noqa: E402
+from slam.eval import compute, errors_after  # noqa: E402
 from slam.records import Frame  # noqa: E402
 from slam.replay import PipelineItem  # noqa: E402
 from slam.runner import Runner, default_mapping_lag  # noqa: E402
@@ -87,13 +87,8 @@ def run_black(camera, frames, relocalization: bool) -> dict:
         system.shutdown()
     states = [r.state for r in system.results]
     back = next((i for i in range(BEFORE + BLACK, len(frames)) if states[i] == State.OK), None)
-    traj = system.trajectory()
     gt = Trajectory(np.array([f.timestamp for f in frames]), np.stack([f.T_w_c_gt for f in frames]))
-    t_loss = frames[BEFORE].timestamp
-    T = compute(gt.subset(gt.timestamps < t_loss), traj.subset(traj.timestamps < t_loss), "se3").T_align
-    after = traj.subset(traj.timestamps > t_loss)
-    idx = np.searchsorted(gt.timestamps, after.timestamps - 1e-9)
-    err = np.linalg.norm(after.positions @ T[:3, :3].T + T[:3, 3] - gt.positions[idx], axis=1)
+    err = errors_after(gt, system.trajectory(), frames[BEFORE].timestamp, "se3")
     reloc = system.tracker.relocalizations[0] if system.tracker.relocalizations else {}
     reloc_ms = [r.timings_ms["relocalization"] for r in system.results if "relocalization" in r.timings_ms
                 and r.index >= BEFORE + BLACK]

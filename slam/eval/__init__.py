@@ -6,7 +6,7 @@ Pure computation on :class:`slam.trajectory.Trajectory`; files are read by
 
 from slam.eval.associate import associate, associate_trajectories, match_stamps
 from slam.eval.common import EvalError, Statistics
-from slam.eval.evaluate import Evaluation, compute, evaluate
+from slam.eval.evaluate import Evaluation, compute, errors_after, evaluate
 from slam.eval.kitti import KITTI_LENGTHS, KittiErrors, auto_segment_lengths, kitti_segment_errors
 from slam.eval.metrics import (
     align_trajectory,
@@ -31,6 +31,7 @@ __all__ = [
     "ate_errors",
     "auto_segment_lengths",
     "compute",
+    "errors_after",
     "evaluate",
     "kitti_segment_errors",
     "match_stamps",

@@ -101,6 +101,16 @@ def compute(
     )
 
 
+def errors_after(gt: Trajectory, est: Trajectory, t_split: float, align: AlignMethod = "se3") -> np.ndarray:
+    """Position errors (m) of the poses of ``est`` after ``t_split`` (s), in the alignment (``align``) fitted on
+    the poses before it: how far a run lands from where its earlier part says it should be (after a loss).
+    Each pose is compared with the ground-truth pose at or just after its timestamp."""
+    T = compute(gt.subset(gt.timestamps < t_split), est.subset(est.timestamps < t_split), align).T_align
+    after = est.subset(est.timestamps > t_split)
+    idx = np.searchsorted(gt.timestamps, after.timestamps - 1e-9)
+    return np.linalg.norm(after.positions @ T[:3, :3].T + T[:3, 3] - gt.positions[idx], axis=1)
+
+
 def evaluate(
     gt: Trajectory,
     est: Trajectory,

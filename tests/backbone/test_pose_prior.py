@@ -15,7 +15,8 @@ from slam.backbone.frontend.tracking import State
 from slam.backbone.loop.place import OrbVladDescriber, PlaceAnswer
 from slam.backbone.system import System
 from slam.geometry import inv_pose, make_pose, so3_exp
-from tests.backbone.test_relocalization import BEFORE, BLACK, BOUND_M, _errors_after_loss, black_seq  # noqa: F401
+from tests.backbone.test_relocalization import (BEFORE, BLACK, BOUND_M, _errors_after_loss, _unknown_place,  # noqa: F401
+                                                black_seq)
 
 NOISE_M, NOISE_DEG = 0.3, 10.0  # the prior's error: a PoseNet-like guess, not a pose
 
@@ -104,9 +105,7 @@ def test_prior_at_a_place_the_frame_does_not_show_relocalises_nothing(black_seq,
     """Mirrored frames (an unknown place, as many keypoints) with a prior naming the mapped place: the prior's
     keyframes are tried and refused by the PnP inlier bound; after reloc_max_frames a new map starts."""
     camera, frames = black_seq
-    elsewhere = [dataclasses.replace(f, image=np.ascontiguousarray(f.image[:, ::-1]),
-                                     depth=np.ascontiguousarray(f.depth[:, ::-1]))
-                 for f in frames[BEFORE + BLACK:BEFORE + BLACK + 6]]
+    elsewhere = _unknown_place(frames[BEFORE + BLACK:BEFORE + BLACK + 6])
     cfg = SlamConfig()
     cfg.tracking.reloc_max_frames = 4
     prior = _Prior(_map_poses(frames))

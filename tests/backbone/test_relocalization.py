@@ -15,7 +15,7 @@ from slam.backbone.frontend.relocalization import pnp_usac
 from slam.backbone.frontend.tracking import State
 from slam.backbone.loop.place import OrbVladDescriber, PlaceAnswer
 from slam.backbone.system import System
-from slam.eval import compute
+from slam.eval import errors_after
 from slam.geometry import make_pose, so3_exp
 from slam.records import Frame, StereoRig
 from slam.synth import SynthSequence
@@ -95,17 +95,16 @@ def _run(camera, frames, cfg=None, describer=None, mode="rgbd", rig=None):
     return system, results
 
 
-def _errors_after_loss(system, frames, before=BEFORE) -> np.ndarray:
+def _unknown_place(frames: list) -> list:
+    """The frames mirrored (images and depth): a place the map has never seen, with as many keypoints."""
+    return [dataclasses.replace(f, image=np.ascontiguousarray(f.image[:, ::-1]),
+                                depth=np.ascontiguousarray(f.depth[:, ::-1])) for f in frames]
+
+
+def _errors_after_loss(system, frames, before=BEFORE, align="se3") -> np.ndarray:
     """Position errors (m) of the frames tracked after the blackout, in the alignment of the frames before it."""
-    traj = system.trajectory()
     gt = Trajectory(np.array([f.timestamp for f in frames]), np.stack([f.T_w_c_gt for f in frames]))
-    t_loss = frames[before].timestamp
-    before = traj.subset(traj.timestamps < t_loss)
-    T = compute(gt.subset(gt.timestamps < t_loss), before, "se3").T_align
-    after = traj.subset(traj.timestamps > t_loss)
-    idx = np.searchsorted(gt.timestamps, after.timestamps - 1e-9)
-    p = after.positions @ T[:3, :3].T + T[:3, 3]
-    return np.linalg.norm(p - gt.positions[idx], axis=1)
+    return errors_after(gt, system.trajectory(), frames[before].timestamp, align)
 
 
 def test_relocalises_after_two_seconds_of_black_frames(black_seq, caplog):
@@ -166,10 +165,7 @@ def test_late_place_answers_relocalise_a_frame_later(black_seq, caplog):
 def test_new_map_only_after_reloc_max_frames_with_keypoints(black_seq):
     """Black frames never give up on the map; frames of an unknown place do, after reloc_max_frames."""
     camera, frames = black_seq
-    # mirrored images (and depth): a place the map has never seen, with as many keypoints
-    elsewhere = [dataclasses.replace(f, image=np.ascontiguousarray(f.image[:, ::-1]),
-                                     depth=np.ascontiguousarray(f.depth[:, ::-1]))
-                 for f in frames[BEFORE + BLACK:BEFORE + BLACK + 6]]
+    elsewhere = _unknown_place(frames[BEFORE + BLACK:BEFORE + BLACK + 6])
     slam_cfg = SlamConfig()
     slam_cfg.tracking.reloc_max_frames = 4
     system, results = _run(camera, frames[:BEFORE + BLACK] + elsewhere, slam_cfg)
@@ -238,12 +234,6 @@ def test_monocular_relocalises_after_two_seconds_of_black_frames_at_640x480():
     assert all(s == State.OK for s in states[back:])
     assert {r.map_id for r in system.records} == {0} and system.tracker.relocalizations[0]["frame"] == back
     # positions in the Sim3 alignment of the frames before the loss (a monocular map has its own scale)
-    traj = system.trajectory()
-    gt = Trajectory(np.array([f.timestamp for f in frames]), np.stack([f.T_w_c_gt for f in frames]))
-    t_loss = frames[before].timestamp
-    T = compute(gt.subset(gt.timestamps < t_loss), traj.subset(traj.timestamps < t_loss), "sim3").T_align
-    after_ = traj.subset(traj.timestamps > t_loss)
-    idx = np.searchsorted(gt.timestamps, after_.timestamps - 1e-9)
-    err = np.linalg.norm(after_.positions @ T[:3, :3].T + T[:3, 3] - gt.positions[idx], axis=1)
+    err = _errors_after_loss(system, frames, before, "sim3")
     moved = np.linalg.norm(seq.T_w_c[back:, :3, 3] - seq.T_w_c[before - 1, :3, 3], axis=1)
     assert err.max() <= BOUND_M and err.max() < 0.25 * np.median(moved), (err, np.median(moved))
